@@ -1,0 +1,173 @@
+// CPU kernels of hash_tensors and hash_rows.
+//
+// Work is split into items of one aligned group of leaves (64 KiB of input) so that big and
+// small tensors alike spread over the intra-op thread pool; each item reduces its group to one
+// subtree value, then each tensor reduces its group values to the root (core/tree.h says why
+// that is the same tree). BLAKE3 leaves run the shared core over SIMD lanes; sha256-tree leaves
+// and nodes go through OpenSSL's SHA-256, which uses the CPU's SHA extensions where present.
+#include <ATen/Parallel.h>
+#include <openssl/sha.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../../core/tree.h"
+#include "../hash_common.h"
+#include "blake3_simd.h"
+
+namespace sentry {
+namespace cpu {
+namespace {
+
+using Node = uint32_t[8];
+
+struct HostLoader {
+  const uint8_t* base;
+  uint8_t byte(uint64_t offset) const { return base[offset]; }
+  void load_le(uint64_t offset, uint32_t w[16]) const { memcpy(w, base + offset, 64); }
+};
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the host loader assumes little-endian");
+
+// Node value of a SHA-256 digest: its big-endian words, as the shared core keeps them.
+void sha256_digest_to_node(const uint8_t digest[32], uint32_t out[8]) {
+  for (int i = 0; i < 8; ++i) out[i] = sha256::load_be32(digest + 4 * i);
+}
+
+// sha256-tree with OpenSSL doing the SHA-256 (same tree, leaf and node definitions as
+// core/tree.h's Sha256Tree, which the GPU runs and GoogleTest checks against this).
+struct Sha256TreeOpenSSL {
+  static constexpr uint64_t kLeafBytes = Sha256Tree::kLeafBytes;
+  template <class Loader>
+  static void leaf(const Loader& ld, uint64_t offset, uint32_t len, uint64_t, bool,
+                   uint32_t out[8]) {
+    uint8_t digest[32];
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    if (len > 0) {
+      const uint8_t prefix = 0x00;
+      SHA256_Update(&ctx, &prefix, 1);
+      SHA256_Update(&ctx, ld.base + offset, len);
+    }
+    SHA256_Final(digest, &ctx);
+    sha256_digest_to_node(digest, out);
+  }
+  static void combine(const uint32_t l[8], const uint32_t r[8], bool, uint32_t out[8]) {
+    uint8_t msg[65], digest[32];
+    msg[0] = 0x01;
+    sha256::digest_bytes(l, msg + 1);
+    sha256::digest_bytes(r, msg + 33);
+    SHA256(msg, sizeof msg, digest);
+    sha256_digest_to_node(digest, out);
+  }
+  static void digest(const uint32_t node[8], uint8_t out[32]) { sha256::digest_bytes(node, out); }
+};
+
+// Leaves [first, first + count) of one segment into nodes.
+template <class Tree>
+void hash_leaves(const Segment& seg, uint64_t first, uint64_t count, Node* nodes) {
+  const HostLoader ld{seg.data};
+  for (uint64_t k = 0; k < count; ++k) hash_leaf<Tree>(ld, seg.nbytes, first + k, nodes[k]);
+}
+
+template <>
+void hash_leaves<Blake3Tree>(const Segment& seg, uint64_t first, uint64_t count, Node* nodes) {
+  uint64_t done = 0;
+  const uint64_t full_chunks = seg.nbytes / blake3::kChunkLen;
+  if (full_chunks > 1 && first < full_chunks) {  // more than one chunk: no leaf is the root
+    const uint64_t full_here = std::min(count, full_chunks - first);
+    done = blake3_full_chunks(seg.data + first * blake3::kChunkLen, first, full_here, nodes);
+  }
+  const HostLoader ld{seg.data};
+  for (uint64_t k = done; k < count; ++k)
+    hash_leaf<Blake3Tree>(ld, seg.nbytes, first + k, nodes[k]);
+}
+
+template <class Tree>
+void hash_segments(const std::vector<Segment>& segs, uint8_t* digests) {
+  constexpr uint64_t kGroupBytes = 64 * 1024;
+  constexpr uint64_t kGroupLeaves = kGroupBytes / Tree::kLeafBytes;  // a power of two
+  struct Item {
+    size_t seg;
+    uint64_t group;
+  };
+  std::vector<Item> items;
+  std::vector<uint64_t> groups(segs.size()), group_base(segs.size());
+  uint64_t total_groups = 0;
+  for (size_t s = 0; s < segs.size(); ++s) {
+    groups[s] = ceil_div(leaf_count<Tree>(segs[s].nbytes), kGroupLeaves);
+    group_base[s] = total_groups;
+    total_groups += groups[s];
+    for (uint64_t g = 0; g < groups[s]; ++g) items.push_back({s, g});
+  }
+  std::vector<uint32_t> group_nodes(total_groups * 8);
+  Node* group_node = reinterpret_cast<Node*>(group_nodes.data());
+
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+    Node nodes[kGroupLeaves];
+    for (int64_t it = begin; it < end; ++it) {
+      const Segment& seg = segs[items[it].seg];
+      const uint64_t first = items[it].group * kGroupLeaves;
+      const uint64_t count = std::min(kGroupLeaves, leaf_count<Tree>(seg.nbytes) - first);
+      hash_leaves<Tree>(seg, first, count, nodes);
+      const bool whole = groups[items[it].seg] == 1;
+      reduce_nodes<Tree>(nodes, count, whole);
+      if (whole) {
+        Tree::digest(nodes[0], digests + 32 * items[it].seg);
+      } else {
+        memcpy(group_node[group_base[items[it].seg] + items[it].group], nodes[0], sizeof(Node));
+      }
+    }
+  });
+  at::parallel_for(0, static_cast<int64_t>(segs.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t s = begin; s < end; ++s) {
+      if (groups[s] == 1) continue;
+      Node* top = group_node + group_base[s];
+      reduce_nodes<Tree>(top, groups[s], /*is_root=*/true);
+      Tree::digest(top[0], digests + 32 * s);
+    }
+  });
+}
+
+at::Tensor hash_segments_cpu(const std::vector<Segment>& segs, Algorithm algo) {
+  at::Tensor out = at::empty({static_cast<int64_t>(segs.size()), 32}, at::kByte);
+  if (algo == Algorithm::kBlake3) {
+    hash_segments<Blake3Tree>(segs, out.data_ptr<uint8_t>());
+  } else {
+    hash_segments<Sha256TreeOpenSSL>(segs, out.data_ptr<uint8_t>());
+  }
+  return out;
+}
+
+at::Tensor hash_tensors_cpu(at::TensorList tensors, c10::string_view algorithm) {
+  const char* op = "sentry.hash_tensors";
+  const Algorithm algo = parse_algorithm(algorithm, op);
+  const std::vector<at::Tensor> inputs = prepare_hash_inputs(tensors, op);
+  std::vector<Segment> segs;
+  segs.reserve(inputs.size());
+  for (const at::Tensor& t : inputs)
+    segs.push_back({static_cast<const uint8_t*>(t.const_data_ptr()), byte_size(t)});
+  return hash_segments_cpu(segs, algo);
+}
+
+at::Tensor hash_rows_cpu(const at::Tensor& x, c10::string_view algorithm) {
+  const char* op = "sentry.hash_rows";
+  const Algorithm algo = parse_algorithm(algorithm, op);
+  int64_t row_stride = 0;
+  const at::Tensor rows = prepare_rows_input(x, op, &row_stride);
+  const int64_t n = rows.size(0);
+  const uint64_t row_bytes = n == 0 || rows.numel() == 0 ? 0 : byte_size(rows.select(0, 0));
+  std::vector<Segment> segs(n);
+  const auto* base = static_cast<const uint8_t*>(rows.const_data_ptr());
+  for (int64_t r = 0; r < n; ++r) segs[r] = {base + r * row_stride, row_bytes};
+  return hash_segments_cpu(segs, algo);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sentry, CPU, m) {
+  m.impl("hash_tensors", &hash_tensors_cpu);
+  m.impl("hash_rows", &hash_rows_cpu);
+}
+
+}  // namespace cpu
+}  // namespace sentry

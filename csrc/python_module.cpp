@@ -1,0 +1,22 @@
+// The Python extension module sentry_ops._C: importing it registers the torch.ops.sentry
+// operators (by static initialisers in the op sources) and exposes what the build was made for.
+#include <torch/extension.h>
+
+#ifndef SENTRY_BUILT_TORCH_VERSION
+#define SENTRY_BUILT_TORCH_VERSION "unknown"
+#endif
+#ifndef SENTRY_BUILT_CUDA_VERSION
+#define SENTRY_BUILT_CUDA_VERSION ""
+#endif
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "Sentry's compiled operators (torch.ops.sentry)";
+  m.attr("built_torch_version") = SENTRY_BUILT_TORCH_VERSION;
+  // Empty for a CPU-only build.
+  m.attr("built_cuda_version") = SENTRY_BUILT_CUDA_VERSION;
+#ifdef SENTRY_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+}

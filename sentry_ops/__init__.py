@@ -1,0 +1,58 @@
+"""Sentry's compiled operators, registered under ``torch.ops.sentry``.
+
+Importing this package checks that the compiled module was built for the torch (and CUDA)
+you are running, then loads it and registers the fake kernels used by torch.compile.
+"""
+import torch
+
+try:
+    from . import _build_info
+except ImportError as exc:  # setup.py writes it when it builds the extension
+    raise ImportError(
+        "sentry_ops is not built: run `pip install --no-build-isolation -e .` in the Sentry "
+        "checkout"
+    ) from exc
+
+
+def _mismatch_message():
+    running_cuda = torch.version.cuda
+    if _build_info.TORCH_VERSION != torch.__version__:
+        return f"built for PyTorch {_build_info.TORCH_VERSION}, you have {torch.__version__}"
+    if _build_info.WITH_CUDA and running_cuda != _build_info.CUDA_VERSION:
+        return f"built for CUDA {_build_info.CUDA_VERSION}, your PyTorch has CUDA {running_cuda}"
+    return None
+
+
+_problem = _mismatch_message()
+if _problem:
+    raise ImportError(
+        f"sentry_ops was {_problem}; rebuild it with `pip install --no-build-isolation -e .`"
+    )
+
+if hasattr(torch.ops.sentry, "hash_tensors"):
+    # Two builds registering one namespace in one process abort it; say so instead.
+    raise ImportError(
+        "another build of Sentry's operators is already loaded in this process "
+        "(torch.ops.sentry exists); load only one"
+    )
+
+from . import _C  # noqa: E402  registers torch.ops.sentry.*
+from . import _meta  # noqa: E402,F401  fake kernels
+
+BUILT_TORCH_VERSION = _build_info.TORCH_VERSION
+BUILT_CUDA_VERSION = _build_info.CUDA_VERSION
+WITH_CUDA = _build_info.WITH_CUDA
+ALGORITHMS = ("blake3", "sha256-tree")
+
+
+def hash_tensors(tensors, algorithm="blake3"):
+    """uint8 [N, 32]: the digest of each tensor's logical bytes, on the tensors' device."""
+    tensors = list(tensors)
+    if not tensors:  # nothing to dispatch on
+        return torch.empty((0, 32), dtype=torch.uint8)
+    return torch.ops.sentry.hash_tensors.default(tensors, algorithm)
+
+
+def hash_rows(x, algorithm="blake3"):
+    """uint8 [x.size(0), 32]: the digest of each row (sample) of x, on x's device."""
+    return torch.ops.sentry.hash_rows.default(x, algorithm)

@@ -1,0 +1,41 @@
+"""Fake (meta) kernels: output shapes and devices for torch.compile and FakeTensor tracing.
+
+They check what can be checked without data, with the same messages as the real kernels.
+"""
+import torch
+
+_ALGORITHMS = ("blake3", "sha256-tree")
+
+
+def _check(op, what, t, algorithm):
+    if algorithm not in _ALGORITHMS:
+        raise ValueError(
+            f"{op}: unknown algorithm '{algorithm}'; tensor digests are 'blake3' or 'sha256-tree'"
+        )
+    if t.layout != torch.strided:
+        raise ValueError(f"{op}: {what} has layout {t.layout}; only strided tensors can be hashed")
+    if t.device.type == "meta":
+        raise ValueError(f"{op}: {what} is on the meta device and has no data")
+
+
+@torch.library.register_fake("sentry::hash_tensors")
+def _hash_tensors_fake(tensors, algorithm="blake3"):
+    op = "sentry.hash_tensors"
+    for i, t in enumerate(tensors):
+        _check(op, f"tensor {i}", t, algorithm)
+        if t.device != tensors[0].device:
+            raise ValueError(
+                f"{op}: tensor {i} is on {t.device} but tensor 0 is on {tensors[0].device}; "
+                "hash tensors of one device per call"
+            )
+    device = tensors[0].device if tensors else torch.device("cpu")
+    return torch.empty((len(tensors), 32), dtype=torch.uint8, device=device)
+
+
+@torch.library.register_fake("sentry::hash_rows")
+def _hash_rows_fake(x, algorithm="blake3"):
+    op = "sentry.hash_rows"
+    _check(op, "input", x, algorithm)
+    if x.dim() < 1:
+        raise ValueError(f"{op}: input must have at least one dimension (rows), got a 0-dim tensor")
+    return torch.empty((x.shape[0], 32), dtype=torch.uint8, device=x.device)

@@ -1,0 +1,75 @@
+"""Builds sentry_ops._C, Sentry's PyTorch extension (CPU kernels, plus CUDA when possible).
+
+CUDA sources are compiled when the installed torch was built with CUDA and nvcc is found
+(FORCE_CUDA=1 forces them, FORCE_CUDA=0 leaves them out); TORCH_CUDA_ARCH_LIST picks the GPU
+architectures; DEBUG=1 builds -O0 -g. Install with `pip install --no-build-isolation -e .` so
+that the extension is compiled against the torch you run.
+"""
+import glob
+import os
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEBUG = os.environ.get("DEBUG") == "1"
+
+
+def want_cuda():
+    forced = os.environ.get("FORCE_CUDA")
+    if forced is not None:
+        return forced == "1"
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def write_build_info(with_cuda):
+    # Read at import, before the compiled module is loaded (sentry_ops/__init__.py).
+    with open(os.path.join(ROOT, "sentry_ops", "_build_info.py"), "w") as f:
+        f.write("# Written by setup.py: what sentry_ops._C was built for.\n")
+        f.write(f"TORCH_VERSION = {torch.__version__!r}\n")
+        f.write(f"CUDA_VERSION = {(torch.version.cuda if with_cuda else None)!r}\n")
+        f.write(f"WITH_CUDA = {with_cuda!r}\n")
+
+
+def extension():
+    with_cuda = want_cuda()
+    write_build_info(with_cuda)
+    sources = ["csrc/python_module.cpp", "csrc/ops/hash_ops.cpp", "csrc/ops/hash_common.cpp"]
+    sources += sorted(glob.glob("csrc/ops/cpu/*.cpp"))
+    opt = ["-O0", "-g"] if DEBUG else ["-O3"]
+    macros = [
+        ("SENTRY_BUILT_TORCH_VERSION", f'"{torch.__version__}"'),
+        ("SENTRY_BUILT_CUDA_VERSION", f'"{torch.version.cuda if with_cuda else ""}"'),
+    ]
+    # -fopenmp: at::parallel_for is an OpenMP region in torch's headers; without the flag it
+    # compiles to a serial loop.
+    args = {"cxx": opt + ["-fopenmp", "-Wno-deprecated-declarations"]}
+    kind = CppExtension
+    if with_cuda:
+        sources += sorted(glob.glob("csrc/ops/cuda/*.cu"))
+        macros.append(("SENTRY_WITH_CUDA", "1"))
+        args["nvcc"] = opt + ["-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"]
+        kind = CUDAExtension
+    return kind(
+        "sentry_ops._C",
+        sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        define_macros=macros,
+        extra_compile_args=args,
+        libraries=["crypto"],
+        extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    name="sentry",
+    version="0.1.0",
+    description="GPU-native integrity for machine-learning artifacts",
+    packages=find_packages(include=["sentry", "sentry.*", "sentry_ops", "sentry_ops.*"]),
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    entry_points={"console_scripts": ["sentry = sentry.cli:main"]},
+    python_requires=">=3.10",
+    install_requires=["torch"],
+)
