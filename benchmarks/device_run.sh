@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build, GPU tests, benchmark; logs under $OUT (device tool).
+# Usage: bash benchmarks/device_run.sh [pytest args...]
+set -o pipefail
+OUT=${OUT:-/tmp/sentry-out}
+mkdir -p "$OUT"
+export MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv | tee "$OUT/gpu.txt"
+start=$(date +%s)
+pip install --no-build-isolation --no-index -e . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - start )) s"
+# Register, shared-memory and spill report of the kernels.
+T=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')
+nvcc -std=c++20 -arch=sm_90 -O3 --expt-relaxed-constexpr -Xptxas -v -c csrc/ops/cuda/hash_cuda.cu \
+  -I csrc -I "$T/include" -I "$T/include/torch/csrc/api/include" -I "$(python3 -c 'import sysconfig;print(sysconfig.get_paths()["include"])')" \
+  -o /tmp/hash_cuda.o >"$OUT/ptxas.txt" 2>&1
+grep -A1 "Compiling entry" "$OUT/ptxas.txt" | grep -E "registers|Compiling" | sed 's/ptxas info    ://' | cut -c1-160
+if [ -n "${SENTRY_TESTS:-}" ]; then
+  python3 -m pytest -q -rs $SENTRY_TESTS 2>&1 | tee "$OUT/pytest.log" | tail -25
+fi
+if [ -n "${SENTRY_BENCH:-}" ]; then
+  python3 benchmarks/bench_hash.py $SENTRY_BENCH --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+fi

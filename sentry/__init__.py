@@ -1,0 +1,12 @@
+"""Sentry: integrity for machine-learning artifacts, checked where they live (CPU or GPU)."""
+from sentry_ops import ALGORITHMS, hash_rows, hash_tensors
+
+__version__ = "0.1.0"
+
+
+def digests_hex(digests):
+    """Lower-case hex strings of a uint8 [N, 32] digest tensor (one host copy for all)."""
+    return [bytes(row).hex() for row in digests.cpu().tolist()]
+
+
+__all__ = ["ALGORITHMS", "hash_tensors", "hash_rows", "digests_hex", "__version__"]
