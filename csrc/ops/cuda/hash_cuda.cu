@@ -11,7 +11,10 @@
 // The per-tensor table (data pointers, sizes, prefix sums) is computed on the host from
 // metadata alone and reaches the device as kernel parameters of small upload kernels: no host
 // sync, no pinned buffer to keep alive, and a captured CUDA graph holds its own copy.
-#include <ATen/cuda/CUDAContext.h>
+// Only the stream and launch-check headers: ATen/cuda/CUDAContext.h would pull in the cuBLAS,
+// cuSPARSE and cuSOLVER headers, which a bare nvcc install (the CPU CI's compile check) lacks.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -323,7 +326,7 @@ at::Tensor hash_tensors_cuda(at::TensorList tensors, c10::string_view algorithm)
   const c10::cuda::CUDAGuard guard(device);
   at::Tensor out = at::empty({static_cast<int64_t>(inputs.size()), 32},
                              at::TensorOptions().dtype(at::kByte).device(device));
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (algo == Algorithm::kBlake3) hash_list<Blake3Tree>(inputs, out.data_ptr<uint8_t>(), device, stream);
   else hash_list<Sha256Tree>(inputs, out.data_ptr<uint8_t>(), device, stream);
   return out;
@@ -340,7 +343,7 @@ at::Tensor hash_rows_cuda(const at::Tensor& x, c10::string_view algorithm) {
   if (n == 0) return out;
   const uint64_t row_bytes = rows.numel() == 0 ? 0 : byte_size(rows.select(0, 0));
   const auto* base = static_cast<const uint8_t*>(rows.const_data_ptr());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (algo == Algorithm::kBlake3) {
     hash_equal_rows<Blake3Tree>(base, n, row_stride, row_bytes, out.data_ptr<uint8_t>(),
                                 rows.device(), stream);
