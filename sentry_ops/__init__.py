@@ -47,10 +47,7 @@ ALGORITHMS = ("blake3", "sha256-tree")
 
 def hash_tensors(tensors, algorithm="blake3"):
     """uint8 [N, 32]: the digest of each tensor's logical bytes, on the tensors' device."""
-    tensors = list(tensors)
-    if not tensors:  # nothing to dispatch on
-        return torch.empty((0, 32), dtype=torch.uint8)
-    return torch.ops.sentry.hash_tensors.default(tensors, algorithm)
+    return torch.ops.sentry.hash_tensors.default(list(tensors), algorithm)
 
 
 def hash_rows(x, algorithm="blake3"):

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "../include/sentry/sentry.h"
+#include "hash_common.h"
 
 TORCH_LIBRARY(sentry, m) {
   m.def("hash_tensors(Tensor[] tensors, str algorithm=\"blake3\") -> Tensor");
@@ -11,10 +12,41 @@ TORCH_LIBRARY(sentry, m) {
 }
 
 namespace sentry {
+namespace {
+
+// Calls that no CPU or CUDA kernel takes land here: an empty list (no device to dispatch on),
+// and sparse, quantized or nested tensors, whose backends have no kernel of ours. The shared
+// validation raises the error that names the tensor.
+at::Tensor hash_tensors_unsupported(at::TensorList tensors, c10::string_view algorithm) {
+  const char* op = "sentry.hash_tensors";
+  parse_algorithm(algorithm, op);
+  prepare_hash_inputs(tensors, op);
+  TORCH_CHECK(tensors.empty(), op, ": no kernel for tensors on ", tensors[0].device());
+  return at::empty({0, 32}, at::kByte);
+}
+
+at::Tensor hash_rows_unsupported(const at::Tensor& x, c10::string_view algorithm) {
+  const char* op = "sentry.hash_rows";
+  parse_algorithm(algorithm, op);
+  int64_t row_stride = 0;
+  prepare_rows_input(x, op, &row_stride);
+  TORCH_CHECK(false, op, ": no kernel for a tensor on ", x.device());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sentry, CompositeExplicitAutograd, m) {
+  m.impl("hash_tensors", &hash_tensors_unsupported);
+  m.impl("hash_rows", &hash_rows_unsupported);
+}
+
+// Nested tensors stop at their autograd key before reaching any backend kernel.
+TORCH_LIBRARY_IMPL(sentry, AutogradNestedTensor, m) {
+  m.impl("hash_tensors", &hash_tensors_unsupported);
+  m.impl("hash_rows", &hash_rows_unsupported);
+}
 
 at::Tensor hash_tensors(at::TensorList tensors, const std::string& algorithm) {
-  // With no tensor there is no device to dispatch on; the answer is empty anyway.
-  if (tensors.empty()) return at::empty({0, 32}, at::kByte);
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("sentry::hash_tensors", "")
                        .typed<at::Tensor(at::TensorList, c10::string_view)>();

@@ -1,0 +1,52 @@
+import os
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests/reference.py
+
+import reference  # noqa: E402
+
+ALGORITHMS = ("blake3", "sha256-tree")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(autouse=True)
+def _seed_rngs():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)  # also seeds every CUDA device
+    yield
+
+
+@pytest.fixture(scope="session")
+def ops():
+    """The sentry_ops package (importing it registers torch.ops.sentry)."""
+    import sentry_ops
+
+    return sentry_ops
+
+
+@pytest.fixture(scope="session")
+def b3():
+    """BLAKE3 reference (the b3sum binary); tests comparing against it skip without it."""
+    if not reference.have_b3sum():
+        pytest.skip("b3sum is not installed: no independent BLAKE3 reference")
+    return reference.b3sum
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+

@@ -1,0 +1,232 @@
+"""Independent reference digests for the tests: nothing here touches sentry_ops.
+
+* ``sha256_tree(data)``: RFC 9162 §2.1.1 Merkle Tree Hash over hashlib's SHA-256, written
+  recursively exactly as the RFC states it (split at the largest power of two k < n), over the
+  consecutive 4096-byte pieces of the input. The kernels build the same tree bottom-up in
+  aligned groups; this one shares no code or strategy with them.
+* ``b3sum(data)`` / ``b3sum_many(list)``: the official BLAKE3 command-line tool.
+* ``tensor_bytes(t)``: a tensor's logical bytes as the spec defines them
+  (``t.contiguous().view(torch.uint8)``, row-major, little-endian in-memory form).
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import torch
+
+SHA256_TREE_LEAF_BYTES = 4096
+B3SUM = shutil.which("b3sum")
+SHA256_EMPTY = hashlib.sha256(b"").digest()
+BLAKE3_EMPTY = bytes.fromhex("af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262")
+
+
+# ---------------------------------------------------------------------------------------------
+# sha256-tree (RFC 9162)
+
+
+def rfc9162_leaf(piece):
+    return hashlib.sha256(b"\x00" + bytes(piece)).digest()
+
+
+def rfc9162_node(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _largest_power_of_two_below(n):
+    """The largest power of two k with k < n (n >= 2)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def _mth(view, first, n, leaf_bytes):
+    """MTH(D[first : first + n]) of RFC 9162 §2.1.1, D being the leaves of `view`."""
+    if n == 1:
+        start = first * leaf_bytes
+        return rfc9162_leaf(view[start:start + leaf_bytes])
+    k = _largest_power_of_two_below(n)
+    return rfc9162_node(_mth(view, first, k, leaf_bytes), _mth(view, first + k, n - k, leaf_bytes))
+
+
+def sha256_tree(data, leaf_bytes=SHA256_TREE_LEAF_BYTES):
+    """32-byte sha256-tree digest of `data` (bytes-like)."""
+    view = memoryview(data).cast("B")  # no copy: big inputs stay where they are
+    if len(view) == 0:
+        return SHA256_EMPTY  # RFC 9162: MTH({}) = SHA-256()
+    n = (len(view) + leaf_bytes - 1) // leaf_bytes
+    return _mth(view, 0, n, leaf_bytes)
+
+
+def sha256_tree_levelwise(data, leaf_bytes=SHA256_TREE_LEAF_BYTES):
+    """The same digest built the other way the spec states: pair nodes level by level, an odd
+    last node moving up unchanged. Only used to check the recursive reference itself."""
+    data = bytes(data)
+    if not data:
+        return SHA256_EMPTY
+    level = [rfc9162_leaf(data[i:i + leaf_bytes]) for i in range(0, len(data), leaf_bytes)]
+    while len(level) > 1:
+        nxt = [rfc9162_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# BLAKE3 through b3sum
+
+
+def have_b3sum():
+    return B3SUM is not None
+
+
+def b3sum(data):
+    """32-byte BLAKE3 digest of `data`, computed by the b3sum binary reading stdin."""
+    if B3SUM is None:
+        raise FileNotFoundError("b3sum is not installed")
+    out = subprocess.run([B3SUM, "--no-names"], input=memoryview(data).cast("B"),
+                         capture_output=True, check=True).stdout
+    return bytes.fromhex(out.split()[0].decode())
+
+
+def b3sum_many(blobs):
+    """BLAKE3 digests of many byte strings with one b3sum run (over temporary files)."""
+    if B3SUM is None:
+        raise FileNotFoundError("b3sum is not installed")
+    blobs = [bytes(b) for b in blobs]
+    if not blobs:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, blob in enumerate(blobs):
+            path = os.path.join(tmp, f"{i}.bin")
+            with open(path, "wb") as f:
+                f.write(blob)
+            paths.append(path)
+        out = subprocess.run([B3SUM, "--no-names", *paths], capture_output=True, check=True,
+                             text=True).stdout.split()
+    assert len(out) == len(blobs), out
+    return [bytes.fromhex(h) for h in out]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors
+
+
+def tensor_bytes(t):
+    """The spec's byte string of a tensor: its elements in row-major order, in-memory form."""
+    t = t.detach().cpu()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    flat = t.contiguous().reshape(-1)  # reshape(-1) also turns a 0-dim tensor into [1]
+    if flat.dtype != torch.uint8:
+        flat = flat.view(torch.uint8)
+    return flat.numpy().tobytes()
+
+
+def reference_digest(data, algorithm):
+    if algorithm == "blake3":
+        return b3sum(data)
+    if algorithm == "sha256-tree":
+        return sha256_tree(data)
+    raise ValueError(algorithm)
+
+
+def reference_digests(blobs, algorithm):
+    """Reference digests of many byte strings (one b3sum run for BLAKE3)."""
+    if algorithm == "blake3":
+        return b3sum_many(blobs)
+    return [reference_digest(b, algorithm) for b in blobs]
+
+
+def digest_rows(out):
+    """uint8 [N, 32] digest tensor -> list of N bytes objects."""
+    assert out.dtype == torch.uint8 and out.dim() == 2 and out.shape[1] == 32, \
+        (out.dtype, out.shape)
+    flat = out.cpu().contiguous().numpy().tobytes()
+    return [flat[32 * i:32 * i + 32] for i in range(out.shape[0])]
+
+
+# ---------------------------------------------------------------------------------------------
+# Test data
+
+
+def random_bytes(n, seed=0):
+    """`n` reproducible random bytes."""
+    return np.random.default_rng(seed).bytes(n)
+
+
+def bytes_tensor(data, device="cpu"):
+    """A uint8 tensor holding a copy of `data` (its own, writable memory)."""
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone().to(device) if len(data) \
+        else torch.empty(0, dtype=torch.uint8, device=device)
+
+
+def shared_file(*parts):
+    """Path of a file of the shared project data (../shared from the project root, or
+    shared/ inside it), or None where neither exists."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for base in (os.path.join(root, "..", "shared"), os.path.join(root, "shared")):
+        path = os.path.join(base, *parts)
+        if os.path.exists(path):
+            return os.path.normpath(path)
+    return None
+
+
+def _resnet_like_shapes():
+    """A ResNet-50-style state dict layout, for machines without the shared shape file."""
+    shapes = [("conv1.weight", "float32", [64, 3, 7, 7])]
+
+    def bn(name, c):
+        shapes.extend([(f"{name}.weight", "float32", [c]), (f"{name}.bias", "float32", [c]),
+                       (f"{name}.running_mean", "float32", [c]),
+                       (f"{name}.running_var", "float32", [c]),
+                       (f"{name}.num_batches_tracked", "int64", [])])
+
+    bn("bn1", 64)
+    cin = 64
+    for layer, (blocks, width) in enumerate([(3, 64), (4, 128), (6, 256), (3, 512)], start=1):
+        for b in range(blocks):
+            p = f"layer{layer}.{b}"
+            shapes.append((f"{p}.conv1.weight", "float32", [width, cin, 1, 1]))
+            bn(f"{p}.bn1", width)
+            shapes.append((f"{p}.conv2.weight", "float32", [width, width, 3, 3]))
+            bn(f"{p}.bn2", width)
+            shapes.append((f"{p}.conv3.weight", "float32", [width * 4, width, 1, 1]))
+            bn(f"{p}.bn3", width * 4)
+            if b == 0:
+                shapes.append((f"{p}.downsample.0.weight", "float32", [width * 4, cin, 1, 1]))
+                bn(f"{p}.downsample.1", width * 4)
+            cin = width * 4
+    shapes += [("fc.weight", "float32", [1000, 2048]), ("fc.bias", "float32", [1000])]
+    return shapes
+
+
+def model_state_dict(model="resnet152", device="cpu", dtype=None, generator_seed=0):
+    """A state dict with the tensor names, dtypes and shapes of `model` (from the shared
+    model_shapes.json; a ResNet-50 layout where that file is missing), random values."""
+    path = shared_file("data", "model_shapes.json")
+    if path is not None:
+        with open(path) as f:
+            shapes = json.load(f)[model]
+    else:
+        shapes = _resnet_like_shapes()
+    gen = torch.Generator(device=device).manual_seed(generator_seed)
+    out = {}
+    for name, dt, shape in shapes:
+        dt = getattr(torch, dt)
+        if dt.is_floating_point:
+            t = torch.randn(shape, generator=gen, device=device, dtype=dt)
+            if dtype is not None:
+                t = t.to(dtype)
+        else:
+            t = torch.randint(0, 1000, shape, generator=gen, device=device, dtype=dt)
+        out[name] = t
+    return out
