@@ -15,6 +15,14 @@ nvcc -std=c++20 -arch=sm_90 -O3 --expt-relaxed-constexpr -Xptxas -v -c csrc/ops/
   -I csrc -I "$T/include" -I "$T/include/torch/csrc/api/include" -I "$(python3 -c 'import sysconfig;print(sysconfig.get_paths()["include"])')" \
   -o /tmp/hash_cuda.o >"$OUT/ptxas.txt" 2>&1
 grep -A1 "Compiling entry" "$OUT/ptxas.txt" | grep -E "registers|Compiling" | sed 's/ptxas info    ://' | cut -c1-160
+if [ -n "${SENTRY_CTEST:-}" ]; then
+  # ../shared (test vectors) does not travel; the caller carries a copy in .devshared.
+  [ -e ../shared ] || ln -s "$PWD/.devshared" ../shared
+  { cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCH_CUDA_ARCH_LIST=9.0 &&
+    cmake --build build/cmake -j16 && ctest --test-dir build/cmake --output-on-failure; } \
+    >"$OUT/ctest.log" 2>&1
+  echo "ctest rc=$?"; grep -E "tests passed|tests failed|Skipped|Failed" "$OUT/ctest.log" | tail -5
+fi
 if [ -n "${SENTRY_TESTS:-}" ]; then
   python3 -m pytest -q -rs $SENTRY_TESTS 2>&1 | tee "$OUT/pytest.log" | tail -25
 fi

@@ -43,19 +43,24 @@ def shaped_state_dict(model, device="cpu", seed=0):
 
 def real_state_dict(model, device="cpu"):
     """The real architecture's state_dict (random init), or None without the library."""
+    with torch.device(device):  # initialise where the weights will live (fast on a GPU)
+        return _real_state_dict(model)
+
+
+def _real_state_dict(model):
     try:
         if model in ("resnet152", "vgg19"):
             import torchvision
 
-            return getattr(torchvision.models, model)(weights=None).to(device).state_dict()
+            return getattr(torchvision.models, model)(weights=None).state_dict()
         import transformers
 
         if model.startswith("gpt2"):
             sizes = {"gpt2": (768, 12, 12), "gpt2-xl": (1600, 48, 25)}[model]
             cfg = transformers.GPT2Config(n_embd=sizes[0], n_layer=sizes[1], n_head=sizes[2])
-            return transformers.GPT2LMHeadModel(cfg).to(device).state_dict()
+            return transformers.GPT2LMHeadModel(cfg).state_dict()
         if model == "bert-base-uncased":
-            return transformers.BertModel(transformers.BertConfig()).to(device).state_dict()
+            return transformers.BertModel(transformers.BertConfig()).state_dict()
     except ImportError:
         return None
     return None
