@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
+mkdir -p build
 cmake -S . -B build/cmake "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >build/cmake-configure.log 2>&1 \
   || { cat build/cmake-configure.log; exit 1; }
 cmake --build build/cmake -j"${MAX_JOBS:-2}"
