@@ -1,0 +1,194 @@
+"""Model directories as OpenSSF Model Signing's `files` method sees them (docs/FORMAT.md §7).
+
+The rules of the reference tool (`model_signing` 1.1.1: hashing.Config.hash,
+_serialization/file.py and serialization.py), reproduced here:
+
+- Every regular file under the model directory, at any depth, hidden ones included, is a
+  resource named by its POSIX path relative to the directory. Directories (empty ones too) are
+  not resources.
+- Ignored paths are relative to the model directory and match by whole path components: ``a/b``
+  ignores ``a/b`` and everything under it, not ``a/bc``. By default the git paths ``.git``,
+  ``.gitattributes``, ``.github`` and ``.gitignore`` at the top of the model directory are
+  ignored (not nested ones such as ``sub/.gitignore``). The signature file is ignored when it
+  lies inside the model directory.
+- Symbolic links anywhere under the directory (even inside ignored directories, as the
+  reference checks every path before it applies the ignore list) are refused unless allowed.
+  When allowed, a link to a file is hashed as that file's content under the link's own name, a
+  link to a directory is not followed (its contents are not part of the model), and a broken
+  link is an error. Sockets, FIFOs and devices are always an error.
+- A model that is a single file is one resource named ``.``.
+- The model name (the statement's subject) is the directory's last path component.
+"""
+import hashlib
+import os
+import pathlib
+import posixpath
+import stat
+
+from .errors import FormatError
+
+#: Ignored at the top of the model directory unless ignore_git_paths=False.
+GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
+
+#: Algorithms hash_file knows.
+FILE_ALGORITHMS = ("sha256", "blake3", "sha256-tree")
+
+_BLOCK = 1 << 20
+
+
+def model_name(model_dir):
+    """The last component of the model path, as the reference tool names a model."""
+    path = pathlib.Path(model_dir)
+    name = path.name
+    if not name or name == "..":
+        name = os.path.basename(path.resolve())
+    return name
+
+
+def file_path(model_dir, rel):
+    """The path on disk of resource ``rel`` (``.`` is the model itself, for a single file)."""
+    return os.fspath(model_dir) if rel == "." else os.path.join(os.fspath(model_dir), rel)
+
+
+def _relative_inside(root_real, path):
+    """``path`` (absolute) relative to ``root_real`` as POSIX, or None when outside it."""
+    rel = os.path.relpath(os.path.realpath(path), root_real)
+    if rel == os.curdir:
+        return "."
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        return None
+    return rel.replace(os.sep, "/")
+
+
+def effective_ignore_paths(model_dir, *, ignore_paths=(), signature_path=None,
+                           ignore_git_paths=True):
+    """The ignored paths, relative to the model directory, sorted, without duplicates: what
+    list_files skips and what the statement's ``serialization.ignore_paths`` should record (the
+    reference records the signature file and the git paths there too).
+
+    Relative entries of ``ignore_paths`` are relative to the model directory; absolute ones are
+    made relative to it; entries outside it are dropped (they cannot match anything). The
+    signature path is absolute or relative to the current directory, as on a command line.
+    """
+    model_dir = os.fspath(model_dir)
+    root_real = os.path.realpath(model_dir)
+    out = set()
+    for p in ignore_paths:
+        p = os.fspath(p)
+        if not isinstance(p, str) or not p:
+            raise FormatError(f"ignore path {p!r} is not a non-empty path")
+        if os.path.isabs(p):
+            rel = _relative_inside(root_real, p)
+            if rel is None:
+                continue
+        else:
+            rel = posixpath.normpath(p.replace(os.sep, "/"))
+            if rel == ".." or rel.startswith("../"):
+                continue
+        if rel == ".":
+            raise FormatError(f"ignore path {p!r} is the model directory itself")
+        out.add(rel)
+    if signature_path is not None:
+        rel = _relative_inside(root_real, os.path.abspath(os.fspath(signature_path)))
+        if rel not in (None, "."):
+            out.add(rel)
+    if ignore_git_paths:
+        out.update(GIT_PATHS)
+    return sorted(out)
+
+
+def _ignored(rel, ignored):
+    return any(rel == p or rel.startswith(p + "/") for p in ignored)
+
+
+def list_files(model_dir, *, ignore_paths=(), signature_path=None, ignore_git_paths=True,
+               allow_symlinks=False):
+    """The model's files as POSIX paths relative to ``model_dir``, sorted (code-point order),
+    by the reference tool's rules (module docs). FormatError names a refused path."""
+    model_dir = os.fspath(model_dir)
+    ignored = effective_ignore_paths(model_dir, ignore_paths=ignore_paths,
+                                     signature_path=signature_path,
+                                     ignore_git_paths=ignore_git_paths)
+
+    def refuse_link(path):
+        raise FormatError(f"{path} is a symbolic link; symbolic links are refused unless "
+                          "allow_symlinks=True")
+
+    def refuse_special(path, what="not a regular file or directory (or a broken link)"):
+        raise FormatError(f"{path} is {what}; a model holds only files and directories")
+
+    st = os.lstat(model_dir)
+    if stat.S_ISLNK(st.st_mode):
+        if not allow_symlinks:
+            refuse_link(model_dir)
+        try:
+            st = os.stat(model_dir)
+        except FileNotFoundError:
+            refuse_special(model_dir)
+    if stat.S_ISREG(st.st_mode):
+        return ["."]
+    if not stat.S_ISDIR(st.st_mode):
+        refuse_special(model_dir)
+
+    files = []
+    pending = [("", model_dir)]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as it:
+            entries = list(it)
+        for entry in entries:
+            rel = prefix + entry.name
+            if entry.is_symlink():
+                if not allow_symlinks:
+                    refuse_link(entry.path)
+                try:
+                    target = os.stat(entry.path)
+                except OSError:
+                    refuse_special(entry.path, "a broken symbolic link")
+                if stat.S_ISREG(target.st_mode):
+                    if not _ignored(rel, ignored):
+                        files.append(rel)
+                elif not stat.S_ISDIR(target.st_mode):  # links to directories: not followed
+                    refuse_special(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append((rel + "/", entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                if not _ignored(rel, ignored):
+                    files.append(rel)
+            else:
+                refuse_special(entry.path)
+    return sorted(files)
+
+
+def hash_file(path, algorithm="sha256"):
+    """Hex digest of a file's bytes. ``sha256`` streams through hashlib in 1 MiB blocks;
+    ``blake3`` and ``sha256-tree`` memory-map the file and run Sentry's hashing op on it
+    (``blake3`` equals b3sum, and the reference tool's blake3 resource digests)."""
+    if algorithm == "sha256":
+        h = hashlib.sha256()
+        buf = bytearray(_BLOCK)
+        view = memoryview(buf)
+        with open(path, "rb") as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                h.update(view[:n])
+        return h.hexdigest()
+    if algorithm not in FILE_ALGORITHMS:
+        raise FormatError(f"unknown file hash algorithm {algorithm!r}; use one of "
+                          f"{list(FILE_ALGORITHMS)}")
+    import numpy as np
+    import torch
+    import sentry_ops
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            data = torch.empty(0, dtype=torch.uint8)
+        else:
+            # Copy-on-write mapping: writable for torch (no warning), never written, the file is
+            # never modified.
+            data = torch.from_numpy(np.memmap(f, dtype=np.uint8, mode="c", shape=(size,)))
+        digest = sentry_ops.hash_tensors([data], algorithm)
+    return bytes(digest[0].tolist()).hex()
