@@ -37,6 +37,7 @@ def extension():
     write_build_info(with_cuda)
     sources = ["csrc/python_module.cpp", "csrc/ops/hash_ops.cpp", "csrc/ops/hash_common.cpp"]
     sources += sorted(glob.glob("csrc/ops/cpu/*.cpp"))
+    sources += sorted(glob.glob("csrc/crypto/*.cpp"))  # signature crypto + its bindings
     opt = ["-O0", "-g"] if DEBUG else ["-O3"]
     macros = [
         ("SENTRY_BUILT_TORCH_VERSION", f'"{torch.__version__}"'),

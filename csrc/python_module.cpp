@@ -2,6 +2,8 @@
 // operators (by static initialisers in the op sources) and exposes what the build was made for.
 #include <torch/extension.h>
 
+#include "crypto/bindings.h"
+
 #ifndef SENTRY_BUILT_TORCH_VERSION
 #define SENTRY_BUILT_TORCH_VERSION "unknown"
 #endif
@@ -19,4 +21,6 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+  // sentry_ops._C.crypto: ECDSA keys and signatures, DSSE PAE, X.509 chains (csrc/crypto/).
+  sentry_register_crypto(m);
 }
