@@ -1,0 +1,269 @@
+"""Sign and verify models: tensors in memory (method `tensors`) and model directories (`files`).
+
+Both write and read OpenSSF Model Signing v1.0 bundles (docs/FORMAT.md §6). A directory signed
+with `sign_files` also lists every safetensors tensor (predicate.tensors), so the same signature
+verifies the files on disk and, after loading, the tensors in GPU memory (`verify_model`).
+Verification fails closed: any difference raises VerificationError naming what differed.
+"""
+import dataclasses
+import os
+import time
+
+import torch
+
+from sentry_ops import ALGORITHMS, hash_tensors
+
+from . import bundle as bundle_format
+from . import model_files, safetensors_format
+from .crypto import PrivateKey, PublicKey, verify_certificate_chain
+from .errors import FormatError, VerificationError
+
+
+@dataclasses.dataclass
+class Verified:
+    """What a successful verification established."""
+
+    model_name: str
+    method: str
+    hash_type: str
+    names: list
+    key_hint: str
+    timings_ms: dict
+
+
+def _state_dict(model_or_state_dict):
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        state = model_or_state_dict.state_dict()
+    elif isinstance(model_or_state_dict, dict):
+        state = model_or_state_dict
+    else:
+        raise FormatError(
+            f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}")
+    for name, value in state.items():
+        if not isinstance(name, str):
+            raise FormatError(f"state dict key {name!r} is not a string")
+        if not isinstance(value, torch.Tensor):
+            raise FormatError(f"state dict entry '{name}' is a {type(value).__name__}, not a tensor")
+    return state
+
+
+def _digests_by_device(names, state, algorithm):
+    """{device: (names, uint8 [n, 32] digests on that device)}: one op call per device."""
+    groups = {}
+    for name in names:
+        groups.setdefault(state[name].device, []).append(name)
+    return {device: (group, hash_tensors([state[n].detach() for n in group], algorithm))
+            for device, group in groups.items()}
+
+
+def _hex_rows(digests):
+    return [bytes(row).hex() for row in digests.cpu().tolist()]
+
+
+def _load_private_key(private_key, password):
+    return private_key if isinstance(private_key, PrivateKey) else PrivateKey.load(private_key, password)
+
+
+def _sign_statement(statement, private_key, password, signature_path):
+    key = _load_private_key(private_key, password)
+    signature = key.sign(bundle_format.pae(bundle_format.PAYLOAD_TYPE, statement))
+    signed = bundle_format.Bundle(payload=statement, payload_type=bundle_format.PAYLOAD_TYPE,
+                                  signature=signature, public_key_hint=key.public_key().hint(),
+                                  certificate_chain=[])
+    bundle_format.write_bundle(signature_path, signed)
+    return signed
+
+
+def sign_model(model_or_state_dict, private_key, signature_path, *, algorithm="blake3",
+               model_name="model", password=None):
+    """Signs the tensors of a module or state dict, hashed on their own devices."""
+    if algorithm not in ALGORITHMS:
+        raise FormatError(f"unknown tensor algorithm '{algorithm}'; use one of {ALGORITHMS}")
+    state = _state_dict(model_or_state_dict)
+    names = sorted(state)
+    hexes = {}
+    for group, digests in _digests_by_device(names, state, algorithm).values():
+        hexes.update(zip(group, _hex_rows(digests)))
+    resources = [bundle_format.Resource(n, algorithm, hexes[n]) for n in names]
+    entries = [{"name": n, "dtype": safetensors_format.safetensors_dtype_name(state[n].dtype),
+                "shape": list(state[n].shape), "digest": hexes[n]} for n in names]
+    statement = bundle_format.make_statement(
+        model_name, resources, method="tensors", hash_type=algorithm,
+        tensors={"hash_type": algorithm, "entries": entries})
+    return _sign_statement(statement, private_key, password, signature_path)
+
+
+def _verifying_key(signed, public_key, certificate_chain, source):
+    if (public_key is None) == (certificate_chain is None):
+        raise FormatError("give exactly one of public_key and certificate_chain")
+    if public_key is not None:
+        return public_key if isinstance(public_key, PublicKey) else PublicKey.load(public_key)
+    if not signed.certificate_chain:
+        raise VerificationError(f"{source}: the bundle carries no certificate chain")
+    return verify_certificate_chain(signed.certificate_chain, certificate_chain)
+
+
+def _open_bundle(signature_path, public_key, certificate_chain):
+    """Reads the bundle, checks its signature, returns (statement, key, timings)."""
+    timings = {}
+    t0 = time.perf_counter()
+    signed = bundle_format.read_bundle(signature_path)
+    timings["read bundle"] = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    key = _verifying_key(signed, public_key, certificate_chain, signature_path)
+    message = bundle_format.pae(signed.payload_type, signed.payload)
+    if not key.verify(message, signed.signature):
+        other = (f" (the bundle names key {signed.public_key_hint}, you gave {key.hint()})"
+                 if signed.public_key_hint and signed.public_key_hint != key.hint() else "")
+        raise VerificationError(f"{signature_path}: the signature does not verify with this key{other}")
+    timings["check signature"] = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    statement = bundle_format.parse_statement(signed.payload)
+    timings["parse statement"] = (time.perf_counter() - t0) * 1e3
+    return statement, key, timings
+
+
+def _expected_tensors(statement, source):
+    """{name: entry} of the signed tensors, from the predicate.tensors extension."""
+    if not statement.tensors:
+        raise VerificationError(
+            f"{source}: this signature lists no tensors (method {statement.method}); "
+            "verify its files with verify_files")
+    # parse_statement has checked that, for method tensors, they agree with the resources.
+    return {e["name"]: e for e in statement.tensors["entries"]}
+
+
+def verify_model(model_or_state_dict, signature_path, *, public_key=None, certificate_chain=None):
+    """Checks a module or state dict against a signature, on the tensors' devices.
+
+    Only digests go to the device and only one mismatch flag per tensor comes back. Raises
+    VerificationError listing changed, missing and unexpected tensors by name.
+    """
+    statement, key, timings = _open_bundle(signature_path, public_key, certificate_chain)
+    t0 = time.perf_counter()
+    expected = _expected_tensors(statement, signature_path)
+    algorithm = statement.tensors["hash_type"]
+    if algorithm not in ALGORITHMS:
+        raise VerificationError(f"{signature_path}: unknown tensor algorithm '{algorithm}'")
+    state = _state_dict(model_or_state_dict)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    changed = []
+    common = sorted(set(expected) & set(state))
+    for name in common:
+        t, e = state[name], expected[name]
+        if (safetensors_format.safetensors_dtype_name(t.dtype) != e["dtype"]
+                or list(t.shape) != list(e["shape"])):
+            changed.append(name)
+    timings["match names"] = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    for device, (group, digests) in _digests_by_device(common, state, algorithm).items():
+        want = torch.frombuffer(bytearray(b"".join(bytes.fromhex(expected[n]["digest"]) for n in group)),
+                                dtype=torch.uint8).view(-1, 32).to(device, non_blocking=True)
+        differs = (digests != want).any(dim=1).cpu().tolist()  # the one host sync
+        changed += [n for n, bad in zip(group, differs) if bad]
+    timings["hash and compare"] = (time.perf_counter() - t0) * 1e3
+    if changed or missing or unexpected:
+        raise VerificationError(f"{signature_path}: the model does not match its signature",
+                                changed=sorted(set(changed)), missing=missing, unexpected=unexpected)
+    return Verified(statement.model_name, statement.method, algorithm, common, key.hint(), timings)
+
+
+def _file_tensor_entries(model_dir, files, algorithm):
+    """predicate.tensors entries of every safetensors file: digests of their data regions."""
+    import numpy as np
+
+    entries, seen = [], {}
+    for rel in files:
+        path = model_files.file_path(model_dir, rel)  # rel is "." for a single-file model
+        if not path.endswith(".safetensors"):
+            continue
+        header = safetensors_format.read_header(path)
+        if not header.entries:
+            continue
+        data = torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c"))
+        views = [data[e.offset:e.offset + e.length] for e in header.entries]
+        digests = _hex_rows(hash_tensors(views, algorithm))
+        for e, digest in zip(header.entries, digests):
+            if e.name in seen:
+                raise FormatError(f"tensor '{e.name}' is in both {seen[e.name]} and {rel}")
+            seen[e.name] = rel
+            entries.append({"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
+                            "digest": digest, "file": rel, "offset": e.offset,
+                            "length": e.length})
+    return sorted(entries, key=lambda e: e["name"])
+
+
+def _hash_files(model_dir, files, hash_type):
+    from concurrent.futures import ThreadPoolExecutor
+
+    # hashlib and the hashing op release the GIL: files hash in parallel.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        digests = pool.map(lambda rel: model_files.hash_file(model_files.file_path(model_dir, rel), hash_type), files)
+        return dict(zip(files, digests))
+
+
+def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ignore_paths=(),
+               ignore_git_paths=True, allow_symlinks=False, tensor_algorithm="blake3",
+               password=None):
+    """Signs a model directory exactly as OpenSSF Model Signing's `files` method does, and lists
+    the safetensors tensors it holds (predicate.tensors) for verify_model."""
+    files = model_files.list_files(model_dir, ignore_paths=ignore_paths,
+                                   signature_path=signature_path,
+                                   ignore_git_paths=ignore_git_paths,
+                                   allow_symlinks=allow_symlinks)
+    digests = _hash_files(model_dir, files, hash_type)
+    resources = [bundle_format.Resource(f, hash_type, digests[f]) for f in files]
+    entries = _file_tensor_entries(model_dir, files, tensor_algorithm)
+    tensors = {"hash_type": tensor_algorithm, "entries": entries} if entries else None
+    recorded_ignores = model_files.effective_ignore_paths(
+        model_dir, ignore_paths=ignore_paths, signature_path=signature_path,
+        ignore_git_paths=ignore_git_paths)
+    statement = bundle_format.make_statement(
+        model_files.model_name(model_dir), resources, method="files", hash_type=hash_type,
+        allow_symlinks=allow_symlinks, ignore_paths=recorded_ignores, tensors=tensors)
+    return _sign_statement(statement, private_key, password, signature_path)
+
+
+def verify_files(model_dir, signature_path, *, public_key=None, certificate_chain=None,
+                 ignore_paths=(), ignore_git_paths=True, allow_symlinks=None):
+    """Checks a model directory against a `files` signature; raises VerificationError listing
+    changed, missing and unexpected files."""
+    statement, key, timings = _open_bundle(signature_path, public_key, certificate_chain)
+    if statement.method != "files":
+        raise VerificationError(
+            f"{signature_path}: this signature covers tensors (method {statement.method}), not "
+            "files; verify the loaded model with verify_model")
+    allow = statement.allow_symlinks if allow_symlinks is None else allow_symlinks
+    files = model_files.list_files(
+        model_dir, ignore_paths=list(ignore_paths) + list(statement.ignore_paths),
+        signature_path=signature_path, ignore_git_paths=ignore_git_paths, allow_symlinks=allow)
+    expected = {r.name: r.digest for r in statement.resources}
+    missing = sorted(set(expected) - set(files))
+    unexpected = sorted(set(files) - set(expected))
+    common = sorted(set(expected) & set(files))
+    t0 = time.perf_counter()
+    actual = _hash_files(model_dir, common, statement.hash_type)
+    timings["hash files"] = (time.perf_counter() - t0) * 1e3
+    changed = [f for f in common if actual[f] != expected[f]]
+    if changed or missing or unexpected:
+        raise VerificationError(f"{model_dir}: the files do not match {signature_path}",
+                                changed=changed, missing=missing, unexpected=unexpected)
+    if statement.tensors:
+        _check_tensor_listing(model_dir, statement, signature_path)
+    return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings)
+
+
+def _check_tensor_listing(model_dir, statement, source):
+    """The signed tensor list must describe the (verified) safetensors headers exactly."""
+    by_file = {}
+    for e in statement.tensors["entries"]:
+        by_file.setdefault(e.get("file"), []).append(e)
+    for rel, signed in by_file.items():
+        if rel is None or rel not in {r.name for r in statement.resources}:
+            raise VerificationError(f"{source}: predicate.tensors names a file that is not signed: {rel}")
+        header = safetensors_format.read_header(model_files.file_path(model_dir, rel))
+        on_disk = sorted((e.name, e.dtype, list(e.shape), e.offset, e.length) for e in header.entries)
+        listed = sorted((e["name"], e["dtype"], list(e["shape"]), e["offset"], e["length"]) for e in signed)
+        if on_disk != listed:
+            raise VerificationError(f"{source}: predicate.tensors does not describe {rel}")
