@@ -31,11 +31,12 @@ def _load_pt(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors come in many types
-        raise InputError(f"{path}: not a weights-only torch file ({exc})") from exc
+        raise FormatError(f"{path}: refused: not loadable with weights_only=True, which never "
+                          f"runs code from the file ({type(exc).__name__})") from exc
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise InputError(f"{path}: expected a state dict (a dict of tensors)")
+        raise FormatError(f"{path}: expected a state dict (a dict of tensors)")
     return obj
 
 
@@ -99,14 +100,18 @@ def cmd_sign(args):
     from .signing import sign_files, sign_model
 
     kind = _model_kind(args.model)
+    if args.certificate_chain and not args.signing_certificate:
+        raise InputError("--certificate-chain (intermediates) needs --signing-certificate")
+    chain = ([args.signing_certificate] + args.certificate_chain
+             if args.signing_certificate else None)
+    common = dict(password=_password(args), certificate_chain=chain)
     if kind == "pt":
         sign_model(_load_pt(args.model), args.private_key, args.signature,
-                   algorithm=args.algorithm, model_name=os.path.basename(args.model),
-                   password=_password(args))
+                   algorithm=args.algorithm, model_name=os.path.basename(args.model), **common)
     else:
         sign_files(args.model, args.private_key, args.signature, hash_type=args.hash_type,
                    ignore_paths=args.ignore_paths, tensor_algorithm=args.algorithm,
-                   allow_symlinks=args.allow_symlinks, password=_password(args))
+                   allow_symlinks=args.allow_symlinks, **common)
     print(f"signed {args.model} -> {args.signature}")
     return 0
 
@@ -154,6 +159,10 @@ def parser():
     s.add_argument("--private-key", required=True)
     s.add_argument("--signature", required=True, help="bundle to write (atomically)")
     s.add_argument("--password-env", help="variable holding the private key's password")
+    s.add_argument("--signing-certificate", help="PEM certificate of the private key: the bundle "
+                   "then carries the certificate chain instead of a key hint")
+    s.add_argument("--certificate-chain", nargs="*", default=[],
+                   help="PEM files of intermediate certificates (not the root)")
     s.add_argument("--hash-type", default="sha256", choices=["sha256", "blake3"],
                    help="file digests (OpenSSF Model Signing files method)")
     s.add_argument("-a", "--algorithm", default="blake3", choices=ALGORITHMS,
@@ -165,7 +174,8 @@ def parser():
     v.add_argument("model")
     v.add_argument("--signature", required=True)
     v.add_argument("--public-key")
-    v.add_argument("--certificate-chain", help="PEM file of trusted root certificates")
+    v.add_argument("--certificate-chain", help="PEM file of the trusted root certificates "
+                   "(for bundles signed with a certificate)")
     v.add_argument("--ignore-paths", nargs="*", default=[])
     v.set_defaults(func=cmd_verify)
     h = sub.add_parser("hash", help="digest files (like b3sum), or each tensor of a "

@@ -249,6 +249,13 @@ def verify_certificate_chain(chain, roots, at_time=None):
         return PublicKey(_crypto.verify_certificate_chain(chain_der, roots_der, _unix_time(at_time)))
 
 
+def certificate_public_key(certificate):
+    """The PublicKey of one certificate (DER or PEM bytes), without any chain check."""
+    (der,) = _certificates(certificate, "certificate")
+    with _errors("certificate"):
+        return PublicKey(_crypto.certificate_public_key(der))
+
+
 def _atomic_write(path, data, mode):
     """Writes `data` to `path` through a temporary file in the same directory and os.replace,
     so that readers see the old file or the new one, never a part. The file gets `mode` (the

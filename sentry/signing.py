@@ -15,7 +15,8 @@ from sentry_ops import ALGORITHMS, hash_tensors
 
 from . import bundle as bundle_format
 from . import model_files, safetensors_format
-from .crypto import PrivateKey, PublicKey, verify_certificate_chain
+from .crypto import (PrivateKey, PublicKey, certificate_public_key, load_certificates,
+                     verify_certificate_chain)
 from .errors import FormatError, VerificationError
 
 
@@ -64,19 +65,30 @@ def _load_private_key(private_key, password):
     return private_key if isinstance(private_key, PrivateKey) else PrivateKey.load(private_key, password)
 
 
-def _sign_statement(statement, private_key, password, signature_path):
+def _sign_statement(statement, private_key, password, signature_path, certificate_chain=None):
+    """Signs and writes the bundle: with a public-key hint, or with the signing certificate
+    chain (leaf first) when one is given."""
     key = _load_private_key(private_key, password)
+    chain = load_certificates(certificate_chain) if certificate_chain is not None else []
+    if chain and certificate_public_key(chain[0]) != key.public_key():
+        raise FormatError("the first certificate of the chain is not the private key's "
+                          "certificate (its public key differs)")
     signature = key.sign(bundle_format.pae(bundle_format.PAYLOAD_TYPE, statement))
     signed = bundle_format.Bundle(payload=statement, payload_type=bundle_format.PAYLOAD_TYPE,
-                                  signature=signature, public_key_hint=key.public_key().hint(),
-                                  certificate_chain=[])
+                                  signature=signature,
+                                  public_key_hint=None if chain else key.public_key().hint(),
+                                  certificate_chain=chain)
     bundle_format.write_bundle(signature_path, signed)
     return signed
 
 
 def sign_model(model_or_state_dict, private_key, signature_path, *, algorithm="blake3",
-               model_name="model", password=None):
-    """Signs the tensors of a module or state dict, hashed on their own devices."""
+               model_name="model", password=None, certificate_chain=None):
+    """Signs the tensors of a module or state dict, hashed on their own devices.
+
+    private_key: a PEM path or PrivateKey. certificate_chain: the key's certificate first, then
+    intermediates (paths or PEM/DER); the bundle then carries the chain instead of a key hint.
+    """
     if algorithm not in ALGORITHMS:
         raise FormatError(f"unknown tensor algorithm '{algorithm}'; use one of {ALGORITHMS}")
     state = _state_dict(model_or_state_dict)
@@ -90,7 +102,7 @@ def sign_model(model_or_state_dict, private_key, signature_path, *, algorithm="b
     statement = bundle_format.make_statement(
         model_name, resources, method="tensors", hash_type=algorithm,
         tensors={"hash_type": algorithm, "entries": entries})
-    return _sign_statement(statement, private_key, password, signature_path)
+    return _sign_statement(statement, private_key, password, signature_path, certificate_chain)
 
 
 def _verifying_key(signed, public_key, certificate_chain, source):
@@ -137,7 +149,8 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     """Checks a module or state dict against a signature, on the tensors' devices.
 
     Only digests go to the device and only one mismatch flag per tensor comes back. Raises
-    VerificationError listing changed, missing and unexpected tensors by name.
+    VerificationError listing changed, missing and unexpected tensors by name. Give public_key
+    (PEM path or PublicKey) or certificate_chain (the trusted root certificates, PEM path).
     """
     statement, key, timings = _open_bundle(signature_path, public_key, certificate_chain)
     t0 = time.perf_counter()
@@ -205,7 +218,7 @@ def _hash_files(model_dir, files, hash_type):
 
 def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ignore_paths=(),
                ignore_git_paths=True, allow_symlinks=False, tensor_algorithm="blake3",
-               password=None):
+               password=None, certificate_chain=None):
     """Signs a model directory exactly as OpenSSF Model Signing's `files` method does, and lists
     the safetensors tensors it holds (predicate.tensors) for verify_model."""
     files = model_files.list_files(model_dir, ignore_paths=ignore_paths,
@@ -222,7 +235,7 @@ def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ig
     statement = bundle_format.make_statement(
         model_files.model_name(model_dir), resources, method="files", hash_type=hash_type,
         allow_symlinks=allow_symlinks, ignore_paths=recorded_ignores, tensors=tensors)
-    return _sign_statement(statement, private_key, password, signature_path)
+    return _sign_statement(statement, private_key, password, signature_path, certificate_chain)
 
 
 def verify_files(model_dir, signature_path, *, public_key=None, certificate_chain=None,

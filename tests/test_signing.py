@@ -231,3 +231,87 @@ def test_signature_file_is_written_atomically(tmp_path, keys, monkeypatch):
         sign_model(state, priv, str(sig))
     assert sig.read_text() == "previous signature"
     assert sorted(os.listdir(tmp_path)) == ["model.sig"]
+
+
+# ---- certificates ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A root CA and a code-signing leaf, built with the cryptography package."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    d = tmp_path_factory.mktemp("pki")
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject, issuer, key, issuer_key, ca):
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            b = b.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        else:
+            b = b.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    out = {}
+    for name in ("root", "other_root"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        out[name] = (key, cert(name, name, key, key, True))
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = cert("signer", "root", leaf_key, out["root"][0], False)
+    pem = serialization.Encoding.PEM
+    (d / "leaf.pem").write_bytes(leaf.public_bytes(pem))
+    (d / "leaf.key").write_bytes(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+    for name in ("root", "other_root"):
+        (d / f"{name}.pem").write_bytes(out[name][1].public_bytes(pem))
+    return {k: str(d / k) for k in ("leaf.pem", "leaf.key", "root.pem", "other_root.pem")}
+
+
+def test_certificate_signing_tensors_and_files(tmp_path, pki, keys):
+    state = _state("cpu")
+    sig = str(tmp_path / "model.sig")
+    sign_model(state, pki["leaf.key"], sig, certificate_chain=[pki["leaf.pem"]])
+    doc = json.loads(open(sig).read())
+    assert "x509CertificateChain" in doc["verificationMaterial"]
+    verify_model(state, sig, certificate_chain=pki["root.pem"])
+    with pytest.raises(VerificationError):
+        verify_model(state, sig, certificate_chain=pki["other_root.pem"])
+    with pytest.raises(FormatError, match="not the private key"):
+        sign_model(state, keys["alice"][0], sig, certificate_chain=[pki["leaf.pem"]])
+
+
+def test_reference_verifies_our_certificate_bundle(tmp_path, pki, reference_tool):
+    d, _ = _model_dir(tmp_path)
+    sig = str(tmp_path / "model.sig")
+    sign_files(str(d), pki["leaf.key"], sig, certificate_chain=[pki["leaf.pem"]])
+    verify_files(str(d), sig, certificate_chain=pki["root.pem"])
+    ok = _model_signing("verify", "certificate", "--signature", sig, "--certificate_chain",
+                        pki["root.pem"], str(d))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = _model_signing("verify", "certificate", "--signature", sig, "--certificate_chain",
+                         pki["other_root.pem"], str(d))
+    assert bad.returncode != 0
+
+
+def test_pt_needing_unsafe_unpickling_is_refused(tmp_path):
+    import collections
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.randn(2), "obj": collections.Counter("abc")}, path)
+    from sentry.cli import main
+
+    assert main(["hash", "--tensors", str(path)]) == 2
+    assert main(["sign", str(path), "--private-key", "x.pem", "--signature",
+                 str(tmp_path / "s.sig")]) == 2
+    assert not (tmp_path / "s.sig").exists()

@@ -131,4 +131,8 @@ void sentry_register_crypto(py::module_& m) {
       py::arg("chain_der"), py::arg("roots_der"), py::arg("at_unix_time") = py::none(),
       "Verify a DER chain (leaf first) against DER roots at a time (default: the leaf's "
       "notBefore) and return the leaf's PublicKey.");
+  c.def(
+      "certificate_public_key",
+      [](const py::bytes& der) { return certificate_public_key(std::string(der)); },
+      py::arg("der"), "The PublicKey of a DER certificate (no chain check).");
 }

@@ -561,6 +561,20 @@ std::vector<std::string> certificates_from_pem(std::string_view pem) {
 //    require the curve to be P-256/384/521 (the reference would take any EC curve of those
 //    sizes, e.g. secp256k1 or brainpool, here).
 // ---------------------------------------------------------------------------------------------
+namespace {
+
+PublicKey certificate_key(X509* cert) {
+  EVP_PKEY* key = X509_get0_pubkey(cert);
+  if (key == nullptr) fail("cannot read the signing certificate's public key");
+  try {
+    return PublicKey::from_evp(key);
+  } catch (const CryptoError& e) {
+    throw CryptoError(std::string("the signing certificate's ") + e.what());
+  }
+}
+
+}  // namespace
+
 PublicKey verify_certificate_chain(const std::vector<std::string>& chain_der,
                                    const std::vector<std::string>& roots_der,
                                    std::optional<std::int64_t> at_unix_time) {
@@ -636,13 +650,12 @@ PublicKey verify_certificate_chain(const std::vector<std::string>& chain_der,
                      "extendedKeyUsage codeSigning");
   }
 
-  EVP_PKEY* leaf_key = X509_get0_pubkey(leaf.get());
-  if (leaf_key == nullptr) fail("cannot read the signing certificate's public key");
-  try {
-    return PublicKey::from_evp(leaf_key);
-  } catch (const CryptoError& e) {
-    throw CryptoError(std::string("the signing certificate's ") + e.what());
-  }
+  return certificate_key(leaf.get());
+}
+
+PublicKey certificate_public_key(const std::string& der) {
+  const X509Ptr cert = parse_der_certificate(der, "certificate");
+  return certificate_key(cert.get());
 }
 
 }  // namespace sentry::crypto

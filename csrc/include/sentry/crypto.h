@@ -136,4 +136,8 @@ PublicKey verify_certificate_chain(const std::vector<std::string>& chain_der,
                                    const std::vector<std::string>& roots_der,
                                    std::optional<std::int64_t> at_unix_time = std::nullopt);
 
+// The public key of a DER certificate, without any chain check (to match a signing key with
+// its certificate). Throws CryptoError for malformed DER or an unsupported key.
+PublicKey certificate_public_key(const std::string& der);
+
 }  // namespace sentry::crypto
