@@ -37,6 +37,7 @@ import operator
 import os
 import re
 import tempfile
+import typing
 
 from .errors import FormatError
 
@@ -59,6 +60,7 @@ _SERIALIZATION_KEYS = {"method", "hash_type", "allow_symlinks", "ignore_paths"}
 _RESOURCE_KEYS = {"name", "algorithm", "digest"}
 _ENTRY_KEYS = {"name", "dtype", "shape", "digest"}
 _ENTRY_FILE_KEYS = {"file", "offset", "length"}
+_ENTRY_ALL_KEYS = _ENTRY_KEYS | _ENTRY_FILE_KEYS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,15 +69,19 @@ _ENTRY_FILE_KEYS = {"file", "offset", "length"}
 
 def _fail(source, field, problem):
     where = f"{source}: " if source else ""
+    if isinstance(field, tuple):  # (list field, index, suffix): formatted only on failure
+        field = f"{field[0]}[{field[1]}]{field[2]}"
     raise FormatError(f"{where}{field}: {problem}" if field else f"{where}{problem}")
 
 
 def _no_duplicates(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise FormatError(f"duplicate key '{key}' in a JSON object")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise FormatError(f"duplicate key '{key}' in a JSON object")
+            seen.add(key)
     return obj
 
 
@@ -109,6 +115,8 @@ def _is_int(value):
 def _check_text(value, source, field):
     if not isinstance(value, str):
         _fail(source, field, f"must be a string, got {type(value).__name__}")
+    if value.isascii():  # the common case, and ASCII is always valid
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -116,9 +124,12 @@ def _check_text(value, source, field):
     return value
 
 
+_LOWER_HEX = re.compile(r"[0-9a-f]*")
+
+
 def _check_hex(value, source, field, size=32):
     _check_text(value, source, field)
-    if len(value) != 2 * size or not re.fullmatch(r"[0-9a-f]*", value):
+    if len(value) != 2 * size or not _LOWER_HEX.fullmatch(value):
         _fail(source, field, f"must be {2 * size} lower-case hex characters (a {size}-byte "
                              f"digest), got {value!r}")
     return value
@@ -137,10 +148,13 @@ def _check_list(value, source, field):
 
 
 def _check_keys(obj, allowed, required, source, field):
-    missing = [k for k in required if k not in obj]
+    keys = obj.keys()
+    if not keys - allowed and all(k in keys for k in required):
+        return
+    missing = [k for k in required if k not in keys]
     if missing:
         _fail(source, field, f"missing {', '.join(repr(k) for k in missing)}")
-    unknown = sorted(set(obj) - set(allowed))
+    unknown = sorted(keys - allowed)
     if unknown:
         _fail(source, field, f"unknown field(s) {', '.join(repr(k) for k in unknown)}")
 
@@ -189,9 +203,9 @@ def pae(payload_type, payload):
     return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(payload), payload)
 
 
-@dataclasses.dataclass(frozen=True)
-class Resource:
-    """One signed item: a file (method files) or a tensor (method tensors) and its digest."""
+class Resource(typing.NamedTuple):
+    """One signed item: a file (method files) or a tensor (method tensors) and its digest.
+    (A named tuple, not a frozen dataclass: a statement holds thousands, and this builds in C.)"""
 
     name: str
     algorithm: str
@@ -354,25 +368,25 @@ def parse_statement(payload, source="statement"):
     items = _check_list(predicate["resources"], source, "predicate.resources")
     resources, seen = [], set()
     for i, item in enumerate(items):
-        field = f"predicate.resources[{i}]"
+        field = ("predicate.resources", i, "")
         _check_object(item, source, field)
         _check_keys(item, _RESOURCE_KEYS, ("name", "algorithm", "digest"), source, field)
-        name = _check_text(item["name"], source, f"{field}.name")
+        name = _check_text(item["name"], source, ("predicate.resources", i, ".name"))
         if method == "files":
             if not (name == "." and len(items) == 1):  # "." is a single-file model
-                check_relative_path(name, source, f"{field}.name")
+                check_relative_path(name, source, ("predicate.resources", i, ".name"))
         elif not name:
-            _fail(source, f"{field}.name", "empty name")
+            _fail(source, ("predicate.resources", i, ".name"), "empty name")
         if name in seen:
-            _fail(source, f"{field}.name", f"duplicate resource {name!r}")
+            _fail(source, ("predicate.resources", i, ".name"), f"duplicate resource {name!r}")
         seen.add(name)
-        algorithm = _check_text(item["algorithm"], source, f"{field}.algorithm")
+        algorithm = _check_text(item["algorithm"], source, ("predicate.resources", i, ".algorithm"))
         if algorithm not in DIGEST_SIZES:
-            _fail(source, f"{field}.algorithm", f"unknown algorithm {algorithm!r}")
+            _fail(source, ("predicate.resources", i, ".algorithm"), f"unknown algorithm {algorithm!r}")
         if algorithm != hash_type:
-            _fail(source, f"{field}.algorithm",
+            _fail(source, ("predicate.resources", i, ".algorithm"),
                   f"{algorithm!r} differs from serialization.hash_type {hash_type!r}")
-        digest_hex = _check_hex(item["digest"], source, f"{field}.digest", DIGEST_SIZES[algorithm])
+        digest_hex = _check_hex(item["digest"], source, ("predicate.resources", i, ".digest"), DIGEST_SIZES[algorithm])
         resources.append(Resource(name, algorithm, digest_hex))
 
     names = [r.name for r in resources]
@@ -405,21 +419,21 @@ def _parse_tensors(ext, source, method, method_hash_type, resources):
     signed_files = {r.name for r in resources}
     entries, names = [], []
     for i, e in enumerate(raw):
-        ef = f"{field}.entries[{i}]"
+        ef = ("predicate.tensors.entries", i, "")
         _check_object(e, source, ef)
-        _check_keys(e, _ENTRY_KEYS | _ENTRY_FILE_KEYS, _ENTRY_KEYS, source, ef)
-        name = _check_text(e["name"], source, f"{ef}.name")
+        _check_keys(e, _ENTRY_ALL_KEYS, _ENTRY_KEYS, source, ef)
+        name = _check_text(e["name"], source, ("predicate.tensors.entries", i, ".name"))
         if not name:
-            _fail(source, f"{ef}.name", "empty name")
-        dtype = _check_text(e["dtype"], source, f"{ef}.dtype")
+            _fail(source, ("predicate.tensors.entries", i, ".name"), "empty name")
+        dtype = _check_text(e["dtype"], source, ("predicate.tensors.entries", i, ".dtype"))
         if dtype not in DTYPE_BITS:
-            _fail(source, f"{ef}.dtype", f"unknown safetensors dtype {dtype!r}")
-        shape = _check_list(e["shape"], source, f"{ef}.shape")
+            _fail(source, ("predicate.tensors.entries", i, ".dtype"), f"unknown safetensors dtype {dtype!r}")
+        shape = _check_list(e["shape"], source, ("predicate.tensors.entries", i, ".shape"))
         for d in shape:
             if not _is_int(d) or d < 0:
-                _fail(source, f"{ef}.shape",
+                _fail(source, ("predicate.tensors.entries", i, ".shape"),
                       f"dimensions must be non-negative integers, got {shape!r}")
-        digest = _check_hex(e["digest"], source, f"{ef}.digest")
+        digest = _check_hex(e["digest"], source, ("predicate.tensors.entries", i, ".digest"))
         entry = {"name": name, "dtype": dtype, "shape": list(shape), "digest": digest}
         present = [k for k in ("file", "offset", "length") if k in e]
         if present and len(present) != 3:
@@ -428,23 +442,23 @@ def _parse_tensors(ext, source, method, method_hash_type, resources):
             if e["file"] == "." and e["file"] in signed_files:  # a single-file model
                 entry["file"] = "."
             else:
-                entry["file"] = check_relative_path(e["file"], source, f"{ef}.file")
+                entry["file"] = check_relative_path(e["file"], source, ("predicate.tensors.entries", i, ".file"))
             for k in ("offset", "length"):
                 if not _is_int(e[k]) or e[k] < 0:
-                    _fail(source, f"{ef}.{k}", f"must be a non-negative integer, got {e[k]!r}")
+                    _fail(source, ("predicate.tensors.entries", i, "." + k), f"must be a non-negative integer, got {e[k]!r}")
                 entry[k] = e[k]
             try:
                 expected = byte_length(dtype, shape)
             except FormatError as exc:
                 _fail(source, ef, str(exc))
             if entry["length"] != expected:
-                _fail(source, f"{ef}.length", f"{entry['length']} bytes, but {dtype} {shape} "
+                _fail(source, ("predicate.tensors.entries", i, ".length"), f"{entry['length']} bytes, but {dtype} {shape} "
                                               f"takes {expected}")
         if method == "files":
             if "file" not in entry:
                 _fail(source, ef, "method 'files' needs the tensor's 'file', 'offset', 'length'")
             if entry["file"] not in signed_files:
-                _fail(source, f"{ef}.file", f"{entry['file']!r} is not a signed resource")
+                _fail(source, ("predicate.tensors.entries", i, ".file"), f"{entry['file']!r} is not a signed resource")
         entries.append(entry)
         names.append(name)
     if len(set(names)) != len(names):

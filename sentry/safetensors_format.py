@@ -10,6 +10,7 @@ Stricter than the `safetensors` package in a few places, on purpose: duplicate J
 unknown fields in a tensor's entry and empty tensor names are refused.
 """
 import dataclasses
+import functools
 import os
 import struct
 
@@ -42,6 +43,7 @@ _TORCH_NAMES = {
 _TENSOR_KEYS = {"dtype", "shape", "data_offsets"}
 
 
+@functools.lru_cache(maxsize=None)
 def _torch_maps():
     import torch
 
