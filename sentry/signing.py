@@ -53,7 +53,8 @@ def _digests_by_device(names, state, algorithm):
     groups = {}
     for name in names:
         groups.setdefault(state[name].device, []).append(name)
-    return {device: (group, hash_tensors([state[n].detach() for n in group], algorithm))
+    # No detach(): the op reads parameters that require grad as they are (uint8 output, no graph).
+    return {device: (group, hash_tensors([state[n] for n in group], algorithm))
             for device, group in groups.items()}
 
 
