@@ -36,10 +36,10 @@ import json
 import operator
 import os
 import re
-import tempfile
 import typing
 
 from .errors import FormatError
+from .fileio import atomic_write
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -645,46 +645,9 @@ class Bundle:
                    public_key_hint=hint, certificate_chain=chain)
 
 
-def _umask():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def write_bundle(path, bundle):
-    """Writes the bundle atomically: a temporary file in the same directory, fsync, rename. An
-    error leaves any old file at ``path`` untouched and no temporary file behind."""
-    data = bundle.to_json()
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Writes the bundle atomically (fileio.atomic_write): never a half-written signature."""
+    atomic_write(path, bundle.to_json())
 
 
 def read_bundle(path):

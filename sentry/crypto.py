@@ -15,11 +15,11 @@ import calendar
 import contextlib
 import datetime
 import os
-import tempfile
 
 from sentry_ops import _C
 
 from .errors import FormatError, VerificationError
+from .fileio import atomic_write
 
 _crypto = _C.crypto
 
@@ -256,39 +256,12 @@ def certificate_public_key(certificate):
         return PublicKey(_crypto.certificate_public_key(der))
 
 
-def _atomic_write(path, data, mode):
-    """Writes `data` to `path` through a temporary file in the same directory and os.replace,
-    so that readers see the old file or the new one, never a part. The file gets `mode` (the
-    temporary file is created 0600, so private data is never readable by others)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def write_private_key(path, key, password=None):
     """Writes `key` (a PrivateKey) as PKCS#8 PEM, encrypted when `password` is given, to `path`
     atomically with mode 0600."""
     if not isinstance(key, PrivateKey):
         raise TypeError(f"key must be a PrivateKey, not {type(key).__name__}")
-    _atomic_write(path, key.to_pem(password), 0o600)
+    atomic_write(path, key.to_pem(password), 0o600)
 
 
 def write_public_key(path, key):
@@ -298,7 +271,7 @@ def write_public_key(path, key):
         key = key.public_key()
     if not isinstance(key, PublicKey):
         raise TypeError(f"key must be a PublicKey, not {type(key).__name__}")
-    _atomic_write(path, key.pem(), 0o644)
+    atomic_write(path, key.pem(), 0o644)
 
 
 __all__ = [
