@@ -1,6 +1,10 @@
 """Sentry: integrity for machine-learning artifacts, checked where they live (CPU or GPU)."""
 from sentry_ops import ALGORITHMS, hash_rows, hash_tensors
 
+from . import crypto
+from .errors import FormatError, SentryError, VerificationError
+from .signing import sign_files, sign_model, verify_files, verify_model
+
 __version__ = "0.1.0"
 
 
@@ -9,4 +13,6 @@ def digests_hex(digests):
     return [bytes(row).hex() for row in digests.cpu().tolist()]
 
 
-__all__ = ["ALGORITHMS", "hash_tensors", "hash_rows", "digests_hex", "__version__"]
+__all__ = ["ALGORITHMS", "hash_tensors", "hash_rows", "digests_hex", "sign_model", "verify_model",
+           "sign_files", "verify_files", "FormatError", "VerificationError", "SentryError",
+           "crypto", "__version__"]
