@@ -309,6 +309,33 @@ def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=F
     return payload
 
 
+def parse_statement_envelope(payload, source, predicate_type, what):
+    """The in-toto Statement v1 around a predicate: checks _type, predicateType (`what` names it
+    in the message) and the one subject with a sha256 digest. Returns (document, subject name,
+    subject sha256 hex). Unknown fields are ignored here, as in-toto says."""
+    doc = load_json(payload, source, "statement")
+    _check_object(doc, source, "statement")
+    for key in ("_type", "subject", "predicateType", "predicate"):
+        if key not in doc:
+            _fail(source, key, "missing")
+    if doc["_type"] != STATEMENT_TYPE:
+        _fail(source, "_type", f"expected {STATEMENT_TYPE!r}, got {doc['_type']!r}")
+    if doc["predicateType"] != predicate_type:
+        _fail(source, "predicateType", f"expected {predicate_type!r} ({what}), got "
+                                       f"{doc['predicateType']!r}")
+    subjects = _check_list(doc["subject"], source, "subject")
+    if len(subjects) != 1:
+        _fail(source, "subject", f"expected exactly one subject, got {len(subjects)}")
+    subject = _check_object(subjects[0], source, "subject[0]")
+    if "name" not in subject:
+        _fail(source, "subject[0].name", "missing")
+    name = _check_text(subject["name"], source, "subject[0].name")
+    digest = _check_object(subject.get("digest"), source, "subject[0].digest")
+    if set(digest) != {"sha256"}:
+        _fail(source, "subject[0].digest", f"expected exactly {{'sha256'}}, got {sorted(digest)}")
+    return doc, name, _check_hex(digest["sha256"], source, "subject[0].digest.sha256")
+
+
 def parse_statement(payload, source="statement"):
     """Validates the statement's JSON bytes completely and returns a Statement.
 
@@ -317,28 +344,8 @@ def parse_statement(payload, source="statement"):
     the predicate are ignored (as in-toto and OMS v1.0 say); unknown fields in
     ``serialization``, in resources and in Sentry's ``tensors`` extension are refused.
     """
-    doc = load_json(payload, source, "statement")
-    _check_object(doc, source, "statement")
-    for key in ("_type", "subject", "predicateType", "predicate"):
-        if key not in doc:
-            _fail(source, key, "missing")
-    if doc["_type"] != STATEMENT_TYPE:
-        _fail(source, "_type", f"expected {STATEMENT_TYPE!r}, got {doc['_type']!r}")
-    if doc["predicateType"] != PREDICATE_TYPE:
-        _fail(source, "predicateType", f"expected {PREDICATE_TYPE!r} (OpenSSF Model Signing "
-                                       f"v1.0), got {doc['predicateType']!r}")
-
-    subjects = _check_list(doc["subject"], source, "subject")
-    if len(subjects) != 1:
-        _fail(source, "subject", f"expected exactly one subject, got {len(subjects)}")
-    subject = _check_object(subjects[0], source, "subject[0]")
-    if "name" not in subject:
-        _fail(source, "subject[0].name", "missing")
-    model_name = _check_text(subject["name"], source, "subject[0].name")
-    digest = _check_object(subject.get("digest"), source, "subject[0].digest")
-    if set(digest) != {"sha256"}:
-        _fail(source, "subject[0].digest", f"expected exactly {{'sha256'}}, got {sorted(digest)}")
-    root_hex = _check_hex(digest["sha256"], source, "subject[0].digest.sha256")
+    doc, model_name, root_hex = parse_statement_envelope(
+        payload, source, PREDICATE_TYPE, "OpenSSF Model Signing v1.0")
 
     predicate = _check_object(doc["predicate"], source, "predicate")
     for key in ("serialization", "resources"):
