@@ -1,7 +1,8 @@
 """Sentry: integrity for machine-learning artifacts, checked where they live (CPU or GPU)."""
 from sentry_ops import ALGORITHMS, hash_rows, hash_tensors
 
-from . import crypto, dataset
+from . import crypto, data, dataset
+from .data import get_image_dataloader, verify_dataset
 from .dataset import DatasetChecker, build_manifest, load_manifest, sign_manifest, verify_samples
 from .errors import FormatError, SentryError, VerificationError
 from .signing import sign_files, sign_model, verify_files, verify_model
@@ -17,4 +18,5 @@ def digests_hex(digests):
 __all__ = ["ALGORITHMS", "hash_tensors", "hash_rows", "digests_hex", "sign_model", "verify_model",
            "sign_files", "verify_files", "FormatError", "VerificationError", "SentryError",
            "crypto", "dataset", "build_manifest", "sign_manifest", "load_manifest",
-           "DatasetChecker", "verify_samples", "__version__"]
+           "DatasetChecker", "verify_samples", "verify_dataset", "get_image_dataloader",
+           "__version__"]

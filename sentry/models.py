@@ -1,6 +1,6 @@
 """State dicts shaped like real models, with random weights, for demos, tests and benchmarks.
 
-Shapes come from sentry/data/model_shapes.json (read off torchvision / transformers models; see
+Shapes come from sentry/model_shapes/model_shapes.json (read off torchvision / transformers models; see
 ../shared/data/README.md), so no download and no model library is needed. Where torchvision or
 transformers is installed, `real_state_dict` builds the real architecture with weights=None.
 """
@@ -9,7 +9,7 @@ import os
 
 import torch
 
-_SHAPES = os.path.join(os.path.dirname(__file__), "data", "model_shapes.json")
+_SHAPES = os.path.join(os.path.dirname(__file__), "model_shapes", "model_shapes.json")
 MODELS = ("resnet152", "vgg19", "bert-base-uncased", "gpt2", "gpt2-xl")
 
 
