@@ -1,4 +1,5 @@
-"""The `sentry` command line: keygen, sign, verify, hash, demo, bench.
+"""The `sentry` command line: keygen, sign, verify, hash, demo, bench, agent (dataset, train,
+infer).
 
 Exit codes: 0 success, 1 a check failed, 2 usage or input error.
 """
@@ -136,7 +137,40 @@ def cmd_verify(args):
 def cmd_demo(args):
     from .demo import run
 
-    return run(args.model, args.device)
+    return run(args.model, args.device, hash_only=args.hash_only, samples=args.samples,
+               epochs=args.epochs, sources=args.sources, batch_size=args.batch_size,
+               width=args.width, seed=args.seed, workdir=args.workdir)
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def cmd_agent(args):
+    from . import agents
+
+    if args.agent == "dataset":
+        s = agents.dataset_agent(args.out, keys_dir=args.keys, source_dir=args.source_dir,
+                                 num_samples=args.samples, num_sources=args.sources,
+                                 num_classes=args.classes, seed=args.seed,
+                                 algorithm=args.algorithm, device=args.device or "cpu")
+        print(f"dataset: {s['samples']} samples, {len(s['sources'])} sources, dataset digest "
+              f"{s['dataset_digest']} -> {args.out}")
+    elif args.agent == "train":
+        s = agents.train_agent(args.data, args.model, keys_dir=args.keys, device=args.device,
+                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                               seed=args.seed, width=args.width, num_workers=args.workers)
+        print(f"train: loss {s['loss']:.4f}, train accuracy {s['train_accuracy']:.4f}, model "
+              f"digest {s['model_digest']} -> {args.model}")
+    else:
+        s = agents.infer_agent(args.data, args.model, keys_dir=args.keys, device=args.device,
+                               batch_size=args.batch_size, num_workers=args.workers)
+        print(f"infer: test accuracy {s['accuracy']:.4f} on {s['samples']} samples (model "
+              f"{s['model_digest'][:16]}..., dataset {s['dataset_digest'][:16]}...)")
+    return 0
 
 
 def cmd_bench(args):
@@ -185,10 +219,57 @@ def parser():
     h.add_argument("--tensors", action="store_true", help="one digest per tensor")
     h.add_argument("--device", default="cpu", help="where to hash tensors (cpu, cuda)")
     h.set_defaults(func=cmd_hash)
-    d = sub.add_parser("demo", help="hash a model-shaped state dict and catch a tampered weight")
-    d.add_argument("--model", default="resnet152")
+    d = sub.add_parser("demo", help="dataset -> train -> infer on synthetic data, then catch a "
+                       "tampered sample, label and weight (--hash-only: hash a model-shaped "
+                       "state dict and catch a tampered weight)")
     d.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    d.add_argument("--hash-only", action="store_true",
+                   help="only the model-hashing demo (CPU/GPU cross-check, tampered weight)")
+    d.add_argument("--model", default="resnet152", help="model shape for --hash-only")
+    d.add_argument("--samples", type=_positive, default=10000)
+    d.add_argument("--epochs", type=_positive, default=2)
+    d.add_argument("--sources", type=_positive, default=4)
+    d.add_argument("--batch-size", type=_positive, default=256)
+    d.add_argument("--width", type=_positive, default=32, help="CNN width (first conv channels)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--workdir", help="keep keys, data and model here (default: a temporary "
+                   "directory, removed at the end)")
     d.set_defaults(func=cmd_demo)
+    a = sub.add_parser("agent", help="the pipeline's agents: dataset, train, infer")
+    asub = a.add_subparsers(dest="agent", required=True)
+    ad = asub.add_parser("dataset", help="write a packed store and its manifest signed per source")
+    ad.add_argument("--out", required=True, help="data directory to write")
+    ad.add_argument("--keys", required=True, help="keys directory (source keys made if absent)")
+    ad.add_argument("--source-dir", help="a sample store (folder of .npy samples or packed) to "
+                    "read instead of the embedded synthetic generator")
+    ad.add_argument("--samples", type=_positive, default=10000, help="synthetic samples")
+    ad.add_argument("--sources", type=_positive, default=4, help="synthetic sources")
+    ad.add_argument("--classes", type=_positive, default=10, help="synthetic classes")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("-a", "--algorithm", default="blake3", choices=ALGORITHMS)
+    ad.add_argument("--device", default=None, help="where to hash (default cpu)")
+    at = asub.add_parser("train", help="verify the data on the fly, train, sign model and "
+                         "provenance")
+    at.add_argument("--data", required=True)
+    at.add_argument("--model", "--out", dest="model", required=True,
+                    help="model directory to write")
+    at.add_argument("--keys", required=True, help="keys directory (trainer key made if absent)")
+    at.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    at.add_argument("--epochs", type=_positive, default=2)
+    at.add_argument("--batch-size", type=_positive, default=256)
+    at.add_argument("--lr", type=float, default=0.05)
+    at.add_argument("--width", type=_positive, default=32)
+    at.add_argument("--seed", type=int, default=0)
+    at.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    ai = asub.add_parser("infer", help="verify model and provenance, then infer on the test "
+                         "split with on-the-fly data verification")
+    ai.add_argument("--data", required=True)
+    ai.add_argument("--model", required=True)
+    ai.add_argument("--keys", required=True)
+    ai.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    ai.add_argument("--batch-size", type=_positive, default=512)
+    ai.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    a.set_defaults(func=cmd_agent)
     b = sub.add_parser("bench", help="hashing benchmark (sentry bench -- --help)", add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
