@@ -505,6 +505,7 @@ class DatasetChecker:
         self._count = torch.zeros((), dtype=torch.int64, device=dev)
         self._batch_no = torch.zeros((), dtype=torch.int64, device=dev)
         self.batches = 0  # host counter, for check_every
+        self._graphs = {}  # CUDA graphs of the update, by batch layout (see _update)
 
     def check(self, batch, labels, indices):
         """Checks one batch (on the checker's device): batch [B, ...] of raw samples, labels [B]
@@ -530,7 +531,42 @@ class DatasetChecker:
         if self.check_every and self.batches % self.check_every == 0:
             self.raise_if_failed()
 
+    _MAX_GRAPHS = 4  # batch layouts kept captured (a loader has one, plus its last batch)
+
     def _update(self, batch, labels, indices):
+        if batch.device.type != "cuda":
+            return self._update_eager(batch, labels, indices)
+        # On CUDA the update is ~30 small ops: launched one by one from Python they cost ~0.7 ms
+        # a batch. Captured once per batch layout into a CUDA graph, they are one replay.
+        key = (tuple(batch.shape), batch.dtype, labels.dtype, indices.dtype)
+        graphs = self._graphs
+        if key not in graphs:
+            if len(graphs) >= self._MAX_GRAPHS:
+                return self._update_eager(batch, labels, indices)
+            graphs[key] = self._capture(batch, labels, indices)
+        graph, static = graphs[key]
+        for buffer, value in zip(static, (batch, labels, indices)):
+            buffer.copy_(value, non_blocking=True)
+        graph.replay()
+
+    def _capture(self, batch, labels, indices):
+        """A CUDA graph of _update_eager over static input buffers. Captured on a side stream
+        in thread-local mode: no device sync, and DataLoader threads may keep using CUDA."""
+        static = (torch.empty(batch.shape, dtype=batch.dtype, device=batch.device),
+                  torch.empty_like(labels), torch.empty_like(indices))
+        graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream(device=batch.device)
+        stream.wait_stream(torch.cuda.current_stream(batch.device))
+        with torch.cuda.stream(stream):
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                self._update_eager(*static)
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream(batch.device).wait_stream(stream)
+        return graph, static
+
+    def _update_eager(self, batch, labels, indices):
         digests = hash_rows(batch, self.algorithm)
         in_range = (indices >= 0) & (indices < self._rows)
         safe = torch.where(in_range, indices, self._rows)
