@@ -607,7 +607,8 @@ class DatasetChecker:
                 where = "is not in the manifest (unknown index)"
                 names = {"unexpected": [str(index)]}
             else:
-                where = f"from source {source!r} does not match the manifest: {what} differ"
+                verb = "differs" if kinds == ["label"] else "differ"  # "its bytes differ"
+                where = f"from source {source!r} does not match the manifest: {what} {verb}"
                 names = {"changed": [str(index)]}
             more = f" ({count} bad samples so far)" if count > 1 else ""
             raise DatasetVerificationError(
