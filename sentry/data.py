@@ -591,8 +591,7 @@ class VerifyingLoader:
         if verify and self._partial:
             # The previous epoch was left early: its coverage does not carry over (its failures
             # do: the failure state is sticky).
-            hasher._seen.zero_()
-            hasher.batches = 0
+            hasher.new_epoch()
         self._partial = True
         dev, nb = self.device, self.non_blocking
         for x, y, idx in self.dataloader:

@@ -631,7 +631,12 @@ class DatasetChecker:
         """End of an epoch: raises as raise_if_failed, and (``require_all``) when a sample of the
         manifest was never checked; then starts the next epoch's coverage."""
         self._raise(self._read_state(with_missing=self.require_all))
-        self._seen.zero_()
+        self.new_epoch()
+
+    def new_epoch(self):
+        """Forgets which samples were checked so far (failures stay): finish() calls it, and a
+        loader calls it when the previous epoch was left early."""
+        self._seen.zero_()  # in place: captured CUDA graphs hold this tensor
         self.batches = 0
 
 
