@@ -1,5 +1,5 @@
 """Sentry: integrity for machine-learning artifacts, checked where they live (CPU or GPU)."""
-from sentry_ops import ALGORITHMS, hash_rows, hash_tensors
+from sentry_ops import ALGORITHMS, digests_hex, hash_rows, hash_tensors
 
 from . import crypto, data, dataset
 from .data import get_image_dataloader, verify_dataset
@@ -8,11 +8,6 @@ from .errors import FormatError, SentryError, VerificationError
 from .signing import sign_files, sign_model, verify_files, verify_model
 
 __version__ = "0.1.0"
-
-
-def digests_hex(digests):
-    """Lower-case hex strings of a uint8 [N, 32] digest tensor (one host copy for all)."""
-    return [bytes(row).hex() for row in digests.cpu().tolist()]
 
 
 __all__ = ["ALGORITHMS", "hash_tensors", "hash_rows", "digests_hex", "sign_model", "verify_model",

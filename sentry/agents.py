@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import FormatError
+from .model_files import load_state_dict
 
 STORE_DIR, MANIFEST_DIR, DATASET_JSON = "store", "manifest", "dataset.json"
 MODEL_FILE, MODEL_JSON, MODEL_SIG, PROVENANCE_SIG = ("model.pt", "model.json", "model.sig",
@@ -418,13 +419,7 @@ def load_verified_model(model_dir, *, keys_dir, device=None):
         raise FormatError(f"{os.path.join(model_dir, MODEL_JSON)}: arch: unknown "
                           f"{cfg.get('arch')!r}")
     path = os.path.join(model_dir, MODEL_FILE)
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # pickle errors come in many types
-        raise FormatError(f"{path}: not a state dict loadable with weights_only=True "
-                          f"({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict):
-        raise FormatError(f"{path}: expected a state dict")
+    state = load_state_dict(path, device)
     # Checked where they live, BEFORE they are used; nothing else is loaded when this fails.
     verified = verify_model(state, os.path.join(model_dir, MODEL_SIG),
                             public_key=os.path.join(keys_dir, TRAINER + ".pub"))

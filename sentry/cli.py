@@ -7,38 +7,16 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 
-from sentry_ops import ALGORITHMS, hash_tensors
+from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
-from . import digests_hex
 from .errors import FormatError, VerificationError
+from .model_files import file_bytes, load_state_dict
 
 
 class InputError(Exception):
     """Bad input from the user: reported in one line, exit code 2."""
-
-
-def _file_tensor(path):
-    """The file's bytes as a uint8 CPU tensor, memory-mapped (copy-on-write: never written)."""
-    size = os.path.getsize(path)
-    if size == 0:
-        return torch.empty(0, dtype=torch.uint8)
-    return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c"))
-
-
-def _load_pt(path):
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors come in many types
-        raise FormatError(f"{path}: refused: not loadable with weights_only=True, which never "
-                          f"runs code from the file ({type(exc).__name__})") from exc
-    if isinstance(obj, torch.nn.Module):
-        obj = obj.state_dict()
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise FormatError(f"{path}: expected a state dict (a dict of tensors)")
-    return obj
 
 
 def cmd_hash(args):
@@ -49,20 +27,20 @@ def cmd_hash(args):
             from .safetensors_format import read_header
 
             header = read_header(path)
-            data = _file_tensor(path)
+            data = file_bytes(path)
             views = [data[e.offset:e.offset + e.length] for e in header.entries]
             for e, h in zip(header.entries, digests_hex(hash_tensors(views, args.algorithm))):
                 print(f"{h}  {path}:{e.name}")
         elif args.tensors:
             if not path.endswith((".pt", ".pth", ".bin")):
                 raise InputError(f"{path}: --tensors reads .safetensors and .pt/.pth/.bin files")
-            state = _load_pt(path)
+            state = load_state_dict(path)
             device = torch.device(args.device)
             tensors = [t.to(device) for t in state.values()]
             for name, h in zip(state, digests_hex(hash_tensors(tensors, args.algorithm))):
                 print(f"{h}  {path}:{name}")
         else:
-            digest = hash_tensors([_file_tensor(path)], args.algorithm)
+            digest = hash_tensors([file_bytes(path)], args.algorithm)
             print(f"{digests_hex(digest)[0]}  {path}")
     return 0
 
@@ -107,7 +85,7 @@ def cmd_sign(args):
              if args.signing_certificate else None)
     common = dict(password=_password(args), certificate_chain=chain)
     if kind == "pt":
-        sign_model(_load_pt(args.model), args.private_key, args.signature,
+        sign_model(load_state_dict(args.model), args.private_key, args.signature,
                    algorithm=args.algorithm, model_name=os.path.basename(args.model), **common)
     else:
         sign_files(args.model, args.private_key, args.signature, hash_type=args.hash_type,
@@ -125,7 +103,7 @@ def cmd_verify(args):
         raise InputError("give --public-key or --certificate-chain")
     kind = _model_kind(args.model)
     if kind == "pt":
-        result = verify_model(_load_pt(args.model), args.signature, **keys)
+        result = verify_model(load_state_dict(args.model), args.signature, **keys)
     else:
         result = verify_files(args.model, args.signature, ignore_paths=args.ignore_paths, **keys)
     print(f"verified: {args.model} matches {args.signature} "

@@ -12,22 +12,20 @@ in one weight. Exit code 0 when all is well, 1 when a tamper was not caught.
 ResNet-152-shaped state dict (932 tensors, 0.24 GB, random weights from the shape list in
 sentry/data) with every algorithm, cross-checks CPU and GPU digests and finds a flipped weight.
 """
-import hashlib
 import time
 
 import torch
 
-from sentry_ops import ALGORITHMS, hash_tensors
+from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
-from . import digests_hex
+from .bundle import Resource, root_digest
 from .models import shaped_state_dict, state_dict_bytes
 
 
-def model_root(names, digests):
-    """SHA-256 over the raw tensor digests in name order: the ROOT of SPEC §2."""
-    order = sorted(range(len(names)), key=lambda i: names[i])
-    raw = digests.cpu()
-    return hashlib.sha256(b"".join(bytes(raw[i].tolist()) for i in order)).hexdigest()
+def model_root(names, algorithm, hexes):
+    """The ROOT of SPEC §2 (what a signature's subject digest would be): bundle.root_digest over
+    the tensor digests in name order."""
+    return root_digest([Resource(n, algorithm, h) for n, h in sorted(zip(names, hexes))])
 
 
 def _timed(fn, device, reps=5):
@@ -52,8 +50,8 @@ def run_hash(model="resnet152", device=None, show=3):
     roots = {}
     for algorithm in ALGORITHMS:
         digests, seconds = _timed(lambda: hash_tensors(tensors, algorithm), device)
-        roots[algorithm] = model_root(names, digests)
         hexes = digests_hex(digests)
+        roots[algorithm] = model_root(names, algorithm, hexes)
         print(f"  {algorithm}: {seconds * 1e3:.2f} ms per model, {nbytes / seconds / 1e9:.2f} GB/s")
         for name, h in list(zip(names, hexes))[:show]:
             print(f"    {h}  {name}")

@@ -178,17 +178,36 @@ def hash_file(path, algorithm="sha256"):
     if algorithm not in FILE_ALGORITHMS:
         raise FormatError(f"unknown file hash algorithm {algorithm!r}; use one of "
                           f"{list(FILE_ALGORITHMS)}")
+    import sentry_ops
+
+    return sentry_ops.digests_hex(sentry_ops.hash_tensors([file_bytes(path)], algorithm))[0]
+
+
+def file_bytes(path):
+    """A file's bytes as a uint8 CPU tensor, memory-mapped, not read into memory. The mapping is
+    copy-on-write: writable for torch (no warning), and the file itself is never modified."""
     import numpy as np
     import torch
-    import sentry_ops
 
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            data = torch.empty(0, dtype=torch.uint8)
-        else:
-            # Copy-on-write mapping: writable for torch (no warning), never written, the file is
-            # never modified.
-            data = torch.from_numpy(np.memmap(f, dtype=np.uint8, mode="c", shape=(size,)))
-        digest = sentry_ops.hash_tensors([data], algorithm)
-    return bytes(digest[0].tolist()).hex()
+        if size == 0:  # an empty file cannot be mapped
+            return torch.empty(0, dtype=torch.uint8)
+        return torch.from_numpy(np.memmap(f, dtype=np.uint8, mode="c", shape=(size,)))
+
+
+def load_state_dict(path, device="cpu"):
+    """A .pt/.pth/.bin state dict loaded with weights_only=True (never runs code from the file):
+    a dict of tensors (a pickled module gives its state_dict). FormatError otherwise."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # pickle errors come in many types
+        raise FormatError(f"{path}: refused: not loadable with weights_only=True, which never "
+                          f"runs code from the file ({type(exc).__name__}: {exc})") from exc
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FormatError(f"{path}: expected a state dict (a dict of tensors)")
+    return obj

@@ -50,7 +50,7 @@ import uuid
 
 from . import bundle as bundle_format
 from .bundle import _check_hex, _check_list, _check_object, _check_text, _fail, _is_int
-from .errors import FormatError, VerificationError
+from .errors import VerificationError
 
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://sentry.dev/train/v1"

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from sentry_ops import ALGORITHMS, hash_tensors
+from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
 from . import bundle as bundle_format
 from . import model_files, safetensors_format
@@ -58,10 +58,6 @@ def _digests_by_device(names, state, algorithm):
             for device, group in groups.items()}
 
 
-def _hex_rows(digests):
-    return [bytes(row).hex() for row in digests.cpu().tolist()]
-
-
 def _load_private_key(private_key, password):
     return private_key if isinstance(private_key, PrivateKey) else PrivateKey.load(private_key, password)
 
@@ -96,7 +92,7 @@ def sign_model(model_or_state_dict, private_key, signature_path, *, algorithm="b
     names = sorted(state)
     hexes = {}
     for group, digests in _digests_by_device(names, state, algorithm).values():
-        hexes.update(zip(group, _hex_rows(digests)))
+        hexes.update(zip(group, digests_hex(digests)))
     resources = [bundle_format.Resource(n, algorithm, hexes[n]) for n in names]
     entries = [{"name": n, "dtype": safetensors_format.safetensors_dtype_name(state[n].dtype),
                 "shape": list(state[n].shape), "digest": hexes[n]} for n in names]
@@ -198,8 +194,6 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
 
 def _file_tensor_entries(model_dir, files, algorithm):
     """predicate.tensors entries of every safetensors file: digests of their data regions."""
-    import numpy as np
-
     entries, seen = [], {}
     for rel in files:
         path = model_files.file_path(model_dir, rel)  # rel is "." for a single-file model
@@ -208,9 +202,9 @@ def _file_tensor_entries(model_dir, files, algorithm):
         header = safetensors_format.read_header(path)
         if not header.entries:
             continue
-        data = torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c"))
+        data = model_files.file_bytes(path)
         views = [data[e.offset:e.offset + e.length] for e in header.entries]
-        digests = _hex_rows(hash_tensors(views, algorithm))
+        digests = digests_hex(hash_tensors(views, algorithm))
         for e, digest in zip(header.entries, digests):
             if e.name in seen:
                 raise FormatError(f"tensor '{e.name}' is in both {seen[e.name]} and {rel}")

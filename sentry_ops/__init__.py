@@ -50,6 +50,11 @@ def hash_tensors(tensors, algorithm="blake3"):
     return torch.ops.sentry.hash_tensors.default(list(tensors), algorithm)
 
 
+def digests_hex(digests):
+    """Lower-case hex strings of a uint8 [N, 32] digest tensor (one host copy for all)."""
+    return [bytes(row).hex() for row in digests.cpu().tolist()]
+
+
 def hash_rows(x, algorithm="blake3"):
     """uint8 [x.size(0), 32]: the digest of each row (sample) of x, on x's device."""
     return torch.ops.sentry.hash_rows.default(x, algorithm)
