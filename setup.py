@@ -35,7 +35,7 @@ def write_build_info(with_cuda):
 def extension():
     with_cuda = want_cuda()
     write_build_info(with_cuda)
-    sources = ["csrc/python_module.cpp", "csrc/ops/hash_ops.cpp", "csrc/ops/hash_common.cpp"]
+    sources = ["csrc/python_module.cpp"] + sorted(glob.glob("csrc/ops/*.cpp"))  # schemas, shared
     sources += sorted(glob.glob("csrc/ops/cpu/*.cpp"))
     sources += sorted(glob.glob("csrc/crypto/*.cpp"))  # signature crypto + its bindings
     opt = ["-O0", "-g"] if DEBUG else ["-O3"]
