@@ -26,7 +26,7 @@ import typing
 
 import torch
 
-from sentry_ops import ALGORITHMS, hash_rows
+from sentry_ops import ALGORITHMS, check_digests, hash_rows
 
 from . import bundle as bundle_format
 from .bundle import _check_hex, _check_keys, _check_list, _check_object, _check_text, _is_int
@@ -43,7 +43,7 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _PREDICATE_KEYS = ("algorithm", "samples", "source")
 _SAMPLE_KEYS = ("digest", "index", "label")
 
-# Failure kinds, as bits of the device-side code.
+# Failure kinds, as bits of the device-side code (csrc/ops/check_common.h has the same).
 BYTES, LABEL, UNKNOWN = 1, 2, 4
 
 
@@ -464,7 +464,8 @@ class DatasetChecker:
     The signed digests, labels and a "known" mask live on the device in dense tables indexed by
     sample index (one extra last row, never known, is where out-of-range indices are sent). The
     failure state (a flag, the first bad index, what was wrong, the batch, a count) is updated
-    with tensor ops; the host reads it in ``raise_if_failed()``: every ``check_every`` batches
+    in place by the ``sentry.check_digests`` op after ``hash_rows``: two launches a batch, no
+    host sync. The host reads it in ``raise_if_failed()``: every ``check_every`` batches
     (0: never automatically) and in ``finish()``. With ``require_all``, ``finish()`` also
     requires every sample of the manifest to have been checked since the last finish.
     """
@@ -497,15 +498,10 @@ class DatasetChecker:
         self._labels = want_labels.to(dev)
         self._known = known.to(dev)
         self._seen = torch.zeros(rows + 1, dtype=torch.bool, device=dev)
-        # Device-side failure state: [failed, first index, code, batch, count].
-        self._failed = torch.zeros((), dtype=torch.bool, device=dev)
-        self._first_index = torch.full((), -1, dtype=torch.int64, device=dev)
-        self._first_code = torch.zeros((), dtype=torch.int64, device=dev)
-        self._first_batch = torch.full((), -1, dtype=torch.int64, device=dev)
-        self._count = torch.zeros((), dtype=torch.int64, device=dev)
-        self._batch_no = torch.zeros((), dtype=torch.int64, device=dev)
+        # Device-side failure state, updated in place by sentry.check_digests:
+        # [failed, first bad index, its code, its batch, bad count, batches checked].
+        self._state = torch.tensor([0, -1, 0, -1, 0, 0], dtype=torch.int64, device=dev)
         self.batches = 0  # host counter, for check_every
-        self._graphs = {}  # CUDA graphs of the update, by batch layout (see _update)
 
     def check(self, batch, labels, indices):
         """Checks one batch (on the checker's device): batch [B, ...] of raw samples, labels [B]
@@ -523,79 +519,25 @@ class DatasetChecker:
                 raise ValueError(f"{name} must be an integer tensor")
             if tuple(t.shape) != (b,):
                 raise ValueError(f"{name} must have shape [{b}], got {list(t.shape)}")
-        if b:
-            self._update(batch, labels.to(dev, torch.int64, non_blocking=True),
-                         indices.to(dev, torch.int64, non_blocking=True))
-        self._batch_no.add_(1)
+        # Two launches on the device (hash, then check), whatever the batch: no host sync.
+        check_digests(hash_rows(batch, self.algorithm),
+                      labels.to(dev, torch.int64, non_blocking=True),
+                      indices.to(dev, torch.int64, non_blocking=True),
+                      self._expected, self._labels, self._known, self._seen, self._state)
         self.batches += 1
         if self.check_every and self.batches % self.check_every == 0:
             self.raise_if_failed()
 
-    _MAX_GRAPHS = 4  # batch layouts kept captured (a loader has one, plus its last batch)
-
-    def _update(self, batch, labels, indices):
-        if batch.device.type != "cuda":
-            return self._update_eager(batch, labels, indices)
-        # On CUDA the update is ~30 small ops: launched one by one from Python they cost ~0.7 ms
-        # a batch. Captured once per batch layout into a CUDA graph, they are one replay.
-        key = (tuple(batch.shape), batch.dtype, labels.dtype, indices.dtype)
-        graphs = self._graphs
-        if key not in graphs:
-            if len(graphs) >= self._MAX_GRAPHS:
-                return self._update_eager(batch, labels, indices)
-            graphs[key] = self._capture(batch, labels, indices)
-        graph, static = graphs[key]
-        for buffer, value in zip(static, (batch, labels, indices)):
-            buffer.copy_(value, non_blocking=True)
-        graph.replay()
-
-    def _capture(self, batch, labels, indices):
-        """A CUDA graph of _update_eager over static input buffers. Captured on a side stream
-        in thread-local mode: no device sync, and DataLoader threads may keep using CUDA."""
-        static = (torch.empty(batch.shape, dtype=batch.dtype, device=batch.device),
-                  torch.empty_like(labels), torch.empty_like(indices))
-        graph = torch.cuda.CUDAGraph()
-        stream = torch.cuda.Stream(device=batch.device)
-        stream.wait_stream(torch.cuda.current_stream(batch.device))
-        with torch.cuda.stream(stream):
-            graph.capture_begin(capture_error_mode="thread_local")
-            try:
-                self._update_eager(*static)
-            finally:
-                graph.capture_end()
-        torch.cuda.current_stream(batch.device).wait_stream(stream)
-        return graph, static
-
-    def _update_eager(self, batch, labels, indices):
-        digests = hash_rows(batch, self.algorithm)
-        in_range = (indices >= 0) & (indices < self._rows)
-        safe = torch.where(in_range, indices, self._rows)
-        known = self._known.index_select(0, safe)
-        bytes_bad = (digests != self._expected.index_select(0, safe)).any(dim=1)
-        label_bad = labels != self._labels.index_select(0, safe)
-        code = torch.where(known, bytes_bad.long() * BYTES + label_bad.long() * LABEL, UNKNOWN)
-        bad = code != 0
-        first = torch.where(bad, indices, _INT64_MAX).amin()
-        first_code = torch.where(bad & (indices == first), code, 0).amax()
-        batch_failed = bad.any()
-        new = batch_failed & ~self._failed
-        self._first_index.copy_(torch.where(new, first, self._first_index))
-        self._first_code.copy_(torch.where(new, first_code, self._first_code))
-        self._first_batch.copy_(torch.where(new, self._batch_no, self._first_batch))
-        self._count.add_(bad.sum())
-        self._failed.logical_or_(batch_failed)
-        self._seen.index_fill_(0, safe, True)
-
     def _read_state(self, with_missing=False):
         """The one host synchronisation: reads the failure state (and, for finish, the first
         sample never checked and how many there are)."""
-        parts = [self._failed.long(), self._first_index, self._first_code, self._first_batch,
-                 self._count]
+        parts = [self._state[:5]]
         if with_missing:
             missing = self._known & ~self._seen
             ids = torch.arange(self._rows + 1, device=self.device)
-            parts += [torch.where(missing, ids, _INT64_MAX).amin(), missing.sum()]
-        return torch.stack(parts).tolist()
+            parts.append(torch.stack([torch.where(missing, ids, _INT64_MAX).amin(),
+                                      missing.sum()]))
+        return torch.cat(parts).tolist()
 
     def _raise(self, state):
         failed, index, code, batch_no, count = state[:5]
@@ -636,7 +578,7 @@ class DatasetChecker:
     def new_epoch(self):
         """Forgets which samples were checked so far (failures stay): finish() calls it, and a
         loader calls it when the previous epoch was left early."""
-        self._seen.zero_()  # in place: captured CUDA graphs hold this tensor
+        self._seen.zero_()
         self.batches = 0
 
 

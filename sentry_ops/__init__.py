@@ -58,3 +58,12 @@ def digests_hex(digests):
 def hash_rows(x, algorithm="blake3"):
     """uint8 [x.size(0), 32]: the digest of each row (sample) of x, on x's device."""
     return torch.ops.sentry.hash_rows.default(x, algorithm)
+
+
+def check_digests(digests, labels, indices, expected, expected_labels, known, seen, state):
+    """Checks a batch of sample digests and labels against dense signed tables (indexed by
+    sample index, last row a never-known sentinel), marks the rows seen and folds the verdict
+    into ``state`` (int64 [6]: failed, first index, its code, its batch, bad count, batches),
+    all in place on the device. See sentry.dataset.DatasetChecker."""
+    torch.ops.sentry.check_digests.default(digests, labels, indices, expected, expected_labels,
+                                           known, seen, state)

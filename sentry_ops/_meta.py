@@ -39,3 +39,12 @@ def _hash_rows_fake(x, algorithm="blake3"):
     if x.dim() < 1:
         raise ValueError(f"{op}: input must have at least one dimension (rows), got a 0-dim tensor")
     return torch.empty((x.shape[0], 32), dtype=torch.uint8, device=x.device)
+
+
+@torch.library.register_fake("sentry::check_digests")
+def _check_digests_fake(digests, labels, indices, expected, expected_labels, known, seen, state):
+    # Mutates seen and state in place; returns nothing.
+    op = "sentry.check_digests"
+    if digests.dim() != 2 or digests.shape[1] != 32:
+        raise ValueError(f"{op}: digests must have shape [B, 32], got {list(digests.shape)}")
+    return None

@@ -230,7 +230,7 @@ def test_over_4_gib(ops, algorithm):
 
 def _row_cases():
     big = torch.randint(0, 255, (3, 200_003), dtype=torch.uint8, device=DEV)
-    return {
+    cases = {
         "2d": torch.randn(64, 1000, device=DEV),
         "images": torch.randn(32, 3, 32, 32, device=DEV),
         "images_channels_last": torch.randn(32, 3, 32, 32, device=DEV).contiguous(
@@ -255,6 +255,13 @@ def _row_cases():
         "many_rows": torch.randint(0, 255, (100_000, 48), dtype=torch.uint8, device=DEV),
         "bf16": torch.randn(12, 2049, device=DEV).bfloat16(),
     }
+    # Around the staged small-row kernel's limit (16 KiB) and its leaf and block edges, with
+    # 16-byte aligned rows and rows at odd addresses.
+    for n in (1, 63, 64, 65, 1023, 1024, 1025, 3072, 4095, 4096, 4097, 16383, 16384, 16385):
+        wide = torch.randint(0, 255, (7, n + 1), dtype=torch.uint8, device=DEV)
+        cases[f"rows_of_{n}"] = torch.randint(0, 255, (7, n), dtype=torch.uint8, device=DEV)
+        cases[f"rows_of_{n}_unaligned"] = wide[:, 1:]
+    return cases
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

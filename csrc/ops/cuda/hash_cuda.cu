@@ -201,6 +201,60 @@ __global__ void __launch_bounds__(kGroup) node_level_kernel(Level below, Level l
                            out_nodes + 8 * (level.first(seg) + group));
 }
 
+// Rows of at most kStagedRowBytes (e.g. 3 KiB CIFAR images) have too few leaves to fill a block,
+// and a thread hashing a leaf straight from global memory waits out one load latency per
+// 64-byte block. So one warp stages its row in shared memory with coalesced loads issued all
+// at once, then hashes the leaves from there (one leaf per thread) and reduces them.
+constexpr uint64_t kStagedRowBytes = 16 * 1024;
+constexpr int kStagedThreads = 32;
+static_assert(kStagedRowBytes / Blake3Tree::kLeafBytes <= kStagedThreads, "a leaf per thread");
+
+struct SharedLoader {
+  const uint8_t* base;  // 16-byte aligned shared memory
+  __device__ SENTRY_INLINE uint8_t byte(uint64_t offset) const { return base[offset]; }
+  __device__ SENTRY_INLINE void load_le(uint64_t offset, uint32_t w[16]) const {
+    const uint4* p = reinterpret_cast<const uint4*>(base + offset);  // offset: 64-byte multiple
+    SENTRY_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      const uint4 v = p[i];
+      w[4 * i] = v.x; w[4 * i + 1] = v.y; w[4 * i + 2] = v.z; w[4 * i + 3] = v.w;
+    }
+  }
+};
+
+template <class Tree>
+__global__ void __launch_bounds__(kStagedThreads) staged_rows_kernel(
+    const uint8_t* base, uint64_t stride, uint64_t row_bytes, uint8_t* digests) {
+  extern __shared__ uint4 staged[];
+  __shared__ uint32_t nodes[kStagedThreads * kNodeStride];
+  const uint8_t* row = base + blockIdx.x * stride;
+  uint8_t* bytes = reinterpret_cast<uint8_t*>(staged);
+  const uint32_t t = threadIdx.x;
+  if (reinterpret_cast<uintptr_t>(row) % 16 == 0) {
+    const uint4* src = reinterpret_cast<const uint4*>(row);
+    const uint32_t vectors = static_cast<uint32_t>(row_bytes / 16);
+#pragma unroll 4
+    for (uint32_t i = t; i < vectors; i += kStagedThreads) staged[i] = __ldg(src + i);
+    for (uint32_t i = vectors * 16 + t; i < row_bytes; i += kStagedThreads) {
+      bytes[i] = __ldg(row + i);
+    }
+  } else {
+#pragma unroll 4
+    for (uint32_t i = t; i < row_bytes; i += kStagedThreads) bytes[i] = __ldg(row + i);
+  }
+  __syncthreads();
+  const uint32_t leaves = static_cast<uint32_t>(leaf_count<Tree>(row_bytes));
+  if (t < leaves) {
+    uint32_t value[8];
+    hash_leaf<Tree>(SharedLoader{bytes}, row_bytes, t, value);
+    SENTRY_UNROLL
+    for (int i = 0; i < 8; ++i) nodes[t * kNodeStride + i] = value[i];
+  }
+  __syncthreads();
+  block_reduce<Tree>(nodes, leaves, true);
+  write_group_result<Tree>(nodes, true, digests + 32ull * blockIdx.x, nullptr);
+}
+
 // Kernel parameters carry the host-built table to the device (see the file comment).
 constexpr int kUploadWords = 3900;  // 31,200 bytes: inside the 32 KiB parameter limit
 struct UploadChunk {
@@ -307,6 +361,14 @@ void hash_list(const std::vector<at::Tensor>& inputs, uint8_t* digests, const at
 template <class Tree>
 void hash_equal_rows(const uint8_t* base, uint64_t rows, uint64_t stride, uint64_t row_bytes,
                      uint8_t* digests, const at::Device& device, cudaStream_t stream) {
+  if (row_bytes <= kStagedRowBytes) {
+    check_grid(rows);
+    const size_t smem = ceil_div(row_bytes, 16) * 16;
+    staged_rows_kernel<Tree><<<rows, kStagedThreads, smem, stream>>>(base, stride, row_bytes,
+                                                                    digests);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
   const std::vector<uint64_t> groups = groups_per_level<Tree>(row_bytes);
   std::vector<Level> levels;
   std::vector<uint64_t> level_groups;
