@@ -1,9 +1,12 @@
-"""Dataset verification costs: one DatasetChecker.check() of a 512x3x32x32 uint8 batch, and a
-training epoch over CIFAR-shaped synthetic data with on-the-fly verification on and off.
+"""Dataset verification costs: one DatasetChecker.check() of a 512x3x32x32 uint8 batch; a
+training epoch over CIFAR-shaped synthetic data with on-the-fly verification on and off, for
+each reader (torch DataLoader, and the packed array read into GPU memory by GPUDirect Storage
+or a pinned double buffer); and the read bandwidth of both ways into GPU memory.
 
     python benchmarks/bench_dataset.py --device cuda
 """
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -11,6 +14,7 @@ import time
 import torch
 
 from sentry.data import get_image_dataloader, manifest_for_store, open_store, synthetic_cifar, write_packed
+from sentry import gds
 from sentry.dataset import DatasetChecker, build_manifest
 
 
@@ -62,12 +66,16 @@ def small_cnn(device):
     ).to(device)
 
 
-def epoch_overhead(device, n, batch, epochs):
+def epoch_overhead(device, n, batch, epochs, reader):
     samples, labels, sources = synthetic_cifar(n)
     with tempfile.TemporaryDirectory() as tmp:
         write_packed(tmp, samples, labels, sources)
         manifest = manifest_for_store(open_store(tmp), device=device)
-        loader, _ = get_image_dataloader(tmp, batch, device, manifest=manifest, drop_last=True)
+        loader, _ = get_image_dataloader(tmp, batch, device, manifest=manifest, drop_last=True,
+                                         reader=reader)
+        if reader != "dataloader":
+            r = loader.dataloader.resident
+            reader = f"{reader} -> {r.method}, {r.nbytes / r.seconds / 1e9:.2f} GB/s load"
         model = small_cnn(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         mean = torch.tensor([0.5, 0.5, 0.5], device=device).view(1, 3, 1, 1)
@@ -91,8 +99,47 @@ def epoch_overhead(device, n, batch, epochs):
             off.append(epoch(False))
             on.append(epoch(True))
     m_on, m_off = statistics.median(on), statistics.median(off)
-    print(f"epoch of {n} samples, batch {batch}, on {device}: verification off {m_off * 1e3:.1f} ms, "
+    print(f"epoch of {n} samples, batch {batch}, on {device}, reader {reader}: verification off "
+          f"{m_off * 1e3:.1f} ms, "
           f"on {m_on * 1e3:.1f} ms: {100 * (m_on / m_off - 1):+.2f}% (median of {epochs})")
+
+
+def _drop_cache(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def read_bandwidth(device, gib, reps=3):
+    """GB/s of reading one file into GPU memory, from the page cache (warm) and after asking
+    the kernel to drop the file's cached pages (cold; fadvise, so only if it honours it)."""
+    ok, why = gds.cufile_status()
+    print(f"cuFile: {'usable' if ok else 'not usable'}: {why}")
+    nbytes = int(gib * (1 << 30))
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SENTRY_BENCH_DIR")) as tmp:
+        path = os.path.join(tmp, "blob.bin")
+        block = os.urandom(1 << 24)
+        with open(path, "wb") as f:
+            for _ in range(nbytes // len(block)):
+                f.write(block)
+        os.sync()
+        out = torch.empty(nbytes // len(block) * len(block), dtype=torch.uint8, device=device)
+        for method in (["gds"] if ok else []) + ["pinned"]:
+            for cache in ("cold", "warm"):
+                times = []
+                for _ in range(reps):
+                    if cache == "cold":
+                        _drop_cache(path)
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    gds.read_into(path, out, method=method)
+                    _sync(device)
+                    times.append(time.perf_counter() - t0)
+                t = statistics.median(times)
+                print(f"read {out.numel() / 1e9:.2f} GB into {device} by {method}, {cache} page "
+                      f"cache: {t * 1e3:.1f} ms, {out.numel() / t / 1e9:.2f} GB/s (median of {reps})")
 
 
 def main():
@@ -101,10 +148,17 @@ def main():
     p.add_argument("--samples", type=int, default=50_000)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--readers", default="dataloader,auto",
+                   help="comma-separated: dataloader, gds, pinned, auto (CUDA only but dataloader)")
+    p.add_argument("--read-gib", type=float, default=2.0, help="file size of the read benchmark")
     args = p.parse_args()
     device = torch.device(args.device)
     check_cost(device)
-    epoch_overhead(device, args.samples, args.batch, args.epochs)
+    for reader in args.readers.split(","):
+        if reader == "dataloader" or device.type == "cuda":
+            epoch_overhead(device, args.samples, args.batch, args.epochs, reader)
+    if device.type == "cuda" and args.read_gib > 0:
+        read_bandwidth(device, args.read_gib)
 
 
 if __name__ == "__main__":

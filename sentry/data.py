@@ -39,6 +39,7 @@ from .bundle import _is_int, load_json
 from .dataset import DatasetChecker, DatasetVerificationError, Manifest, build_manifest
 from .errors import FormatError
 from .fileio import atomic_write
+from .resident import ResidentBatches, ResidentStore
 
 INDEX_FILE = "index.json"
 PACKED_FILE = "samples.npy"
@@ -650,15 +651,18 @@ def _check_store_against_manifest(store, manifest, indices):
 
 def get_image_dataloader(path, batch_size, device, *, manifest=None, shuffle=True,
                          num_workers=0, pin_memory=None, check_every=16, split=None, seed=0,
-                         drop_last=False):
+                         drop_last=False, reader="dataloader"):
     """``(loader, hasher)``: a VerifyingLoader over the store at ``path`` (or a SampleStore)
     yielding ``(x, y, idx)`` on ``device`` (x in the store's dtype, y and idx int64), and the
     ``DatasetChecker`` that checks every batch against ``manifest`` (None without a manifest:
     nothing is checked).
 
-    Reading goes through a torch DataLoader (one dataset read per batch, ``num_workers``
-    processes, pinned memory when ``pin_memory`` (default: device is CUDA)), then a
-    ``non_blocking`` copy to the device. Shuffling is seeded by ``seed`` (each epoch a new
+    ``reader="dataloader"`` (default) reads through a torch DataLoader (one dataset read per
+    batch, ``num_workers`` processes, pinned memory when ``pin_memory`` (default: device is
+    CUDA)), then a ``non_blocking`` copy to the device. ``reader="gds"``, ``"pinned"`` or
+    ``"auto"`` (CUDA, packed stores) reads the whole packed array into GPU memory once
+    (GPUDirect Storage or a pinned double buffer, see sentry.gds) and gathers each batch on
+    the device (sentry.resident); ``loader.dataloader.resident`` tells how it was read. Shuffling is seeded by ``seed`` (each epoch a new
     order). ``split`` ("train", "test" or None) selects samples by index (see TEST_EVERY); the
     hasher then checks against the manifest restricted to that split, so every sample of the
     split must be seen each epoch. Before anything is read, the store's listing is checked
@@ -678,6 +682,15 @@ def get_image_dataloader(path, batch_size, device, *, manifest=None, shuffle=Tru
         manifest = _restrict(manifest, split)
         _check_store_against_manifest(store, manifest, selected)
         hasher = DatasetChecker(manifest, device, check_every=check_every)
+    if reader != "dataloader":
+        if reader not in ("gds", "pinned", "auto"):
+            raise ValueError("reader must be 'dataloader', 'gds', 'pinned' or 'auto', got "
+                             f"{reader!r}")
+        resident = ResidentStore(store, device, method=reader)
+        batches = ResidentBatches(resident, dataset.rows, batch_size, shuffle=shuffle, seed=seed)
+        loader = VerifyingLoader(batches, hasher, device if hasher is None else hasher.device,
+                                 batch_size=batch_size, drop_last=drop_last, non_blocking=True)
+        return loader, hasher
     if shuffle:
         gen = torch.Generator().manual_seed(seed)
         sampler = torch.utils.data.RandomSampler(dataset, generator=gen)

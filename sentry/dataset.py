@@ -465,8 +465,10 @@ class DatasetChecker:
     sample index (one extra last row, never known, is where out-of-range indices are sent). The
     failure state (a flag, the first bad index, what was wrong, the batch, a count) is updated
     in place by the ``sentry.check_digests`` op after ``hash_rows``: two launches a batch, no
-    host sync. The host reads it in ``raise_if_failed()``: every ``check_every`` batches
-    (0: never automatically) and in ``finish()``. With ``require_all``, ``finish()`` also
+    host sync. The host reads it in ``raise_if_failed()`` and ``finish()``, and every
+    ``check_every`` batches (0: never automatically): on the CPU right then; on CUDA without
+    stalling the device (see ``check``), so a failure is raised within ``2 * check_every``
+    batches of it, and in ``finish()`` at the latest. With ``require_all``, ``finish()`` also
     requires every sample of the manifest to have been checked since the last finish.
     """
 
@@ -502,11 +504,15 @@ class DatasetChecker:
         # [failed, first bad index, its code, its batch, bad count, batches checked].
         self._state = torch.tensor([0, -1, 0, -1, 0, 0], dtype=torch.int64, device=dev)
         self.batches = 0  # host counter, for check_every
+        if dev.type == "cuda":  # check points' asynchronous copies of the state (see check)
+            self._snapshot = torch.zeros(5, dtype=torch.int64, pin_memory=True)
+            self._snapshot_ready = torch.cuda.Event()
+        self._snapshot_pending = False
 
     def check(self, batch, labels, indices):
         """Checks one batch (on the checker's device): batch [B, ...] of raw samples, labels [B]
-        integers, indices [B] integer sample indices. Asynchronous; raises here only every
-        ``check_every`` batches (raise_if_failed)."""
+        integers, indices [B] integer sample indices. Asynchronous; raises here only at the
+        check points (every ``check_every`` batches; on CUDA up to one more period later)."""
         dev = self.device
         if not isinstance(batch, torch.Tensor) or batch.dim() == 0:
             raise ValueError("batch must be a tensor [B, ...]")
@@ -525,8 +531,29 @@ class DatasetChecker:
                       indices.to(dev, torch.int64, non_blocking=True),
                       self._expected, self._labels, self._known, self._seen, self._state)
         self.batches += 1
-        if self.check_every and self.batches % self.check_every == 0:
-            self.raise_if_failed()
+        if not self.check_every:
+            return
+        at_check_point = self.batches % self.check_every == 0
+        if dev.type != "cuda":
+            if at_check_point:
+                self.raise_if_failed()
+            return
+        # On CUDA a blocking read would drain the device's queue at every check point (a bubble
+        # of one batch's host work each time). Instead each check point copies the state to
+        # pinned memory behind the batch's work; the host raises once the copy has landed
+        # (polled per batch) or, at the latest, waits for it at the next check point.
+        self._poll_snapshot(wait=at_check_point)
+        if at_check_point:
+            self._snapshot.copy_(self._state[:5], non_blocking=True)
+            self._snapshot_ready.record()
+            self._snapshot_pending = True
+
+    def _poll_snapshot(self, wait):
+        if not self._snapshot_pending or not (wait or self._snapshot_ready.query()):
+            return
+        self._snapshot_ready.synchronize()
+        self._snapshot_pending = False
+        self._raise(self._snapshot.tolist())
 
     def _read_state(self, with_missing=False):
         """The one host synchronisation: reads the failure state (and, for finish, the first

@@ -387,7 +387,12 @@ def test_tampered_sample_caught_at_next_check_point(signed, device):
             xb, yb, idx = tamper(n, x[idx], y[idx], idx)
             fed.append(n)
             checker.check(xb, yb, idx)
-    assert fed[-1] == 7  # raised at the first check point after batch 5, not before
+    # Raised at the first check point after batch 5 (CPU), or once that check point's copy of
+    # the state has reached the host, by the next check point at the latest (CUDA).
+    if device == "cpu":
+        assert fed[-1] == 7
+    else:
+        assert 7 <= fed[-1] <= 11
     e = info.value
     first = min(victims)
     assert e.index == first and e.source == src[first] and e.kinds == ["bytes"]
