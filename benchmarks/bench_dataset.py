@@ -76,6 +76,8 @@ def epoch_overhead(device, n, batch, epochs, reader):
         if reader != "dataloader":
             r = loader.dataloader.resident
             reader = f"{reader} -> {r.method}, {r.nbytes / r.seconds / 1e9:.2f} GB/s load"
+            if r.note:
+                print(f"  ({reader.split()[0]} fell back to pinned: {r.note})")
         model = small_cnn(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         mean = torch.tensor([0.5, 0.5, 0.5], device=device).view(1, 3, 1, 1)
@@ -126,7 +128,7 @@ def read_bandwidth(device, gib, reps=3):
                 f.write(block)
         os.sync()
         out = torch.empty(nbytes // len(block) * len(block), dtype=torch.uint8, device=device)
-        for method in (["gds"] if ok else []) + ["pinned"]:
+        for method in ("auto", "pinned"):
             for cache in ("cold", "warm"):
                 times = []
                 for _ in range(reps):
@@ -134,11 +136,14 @@ def read_bandwidth(device, gib, reps=3):
                         _drop_cache(path)
                     _sync(device)
                     t0 = time.perf_counter()
-                    gds.read_into(path, out, method=method)
+                    used = gds.read_into(path, out, method=method)
                     _sync(device)
                     times.append(time.perf_counter() - t0)
                 t = statistics.median(times)
-                print(f"read {out.numel() / 1e9:.2f} GB into {device} by {method}, {cache} page "
+                if used.note and cache == "cold":
+                    print(f"  ({method} fell back to pinned: {used.note})")
+                print(f"read {out.numel() / 1e9:.2f} GB into {device} by {method} -> "
+                      f"{used.method}, {cache} page "
                       f"cache: {t * 1e3:.1f} ms, {out.numel() / t / 1e9:.2f} GB/s (median of {reps})")
 
 

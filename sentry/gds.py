@@ -19,6 +19,7 @@ import ctypes.util
 import glob
 import os
 import threading
+import typing
 
 import torch
 
@@ -139,33 +140,48 @@ def _open(path, direct):
         return os.open(path, os.O_RDONLY)  # e.g. tmpfs refuses O_DIRECT
 
 
-def _read_gds(path, out, offset, nbytes):
-    lib = _CuFile.get().lib
-    torch.cuda.current_stream(out.device).synchronize()  # see the module docstring
-    fd = _open(path, direct=True)
-    try:
+class GdsUnavailable(OSError):
+    """cuFile refused this file (its file system, open flags or configuration)."""
+
+
+def _register(lib, path):
+    """(fd, handle) of ``path`` registered with cuFile: O_DIRECT first (what true GDS needs),
+    then a plain descriptor (cuFile's compatibility mode takes those)."""
+    errors = []
+    for direct in (True, False):
+        fd = _open(path, direct)
         descr = _CUfileDescr()
         descr.type = _CU_FILE_HANDLE_TYPE_OPAQUE_FD
         descr.handle.fd = fd
         handle = ctypes.c_void_p()
         status = lib.cuFileHandleRegister(ctypes.byref(handle), ctypes.byref(descr))
-        if status.err != 0:
-            raise OSError(f"{path}: cuFileHandleRegister failed (cuFile error {status.err})")
-        try:
-            base = out.data_ptr()
-            done = 0
-            while done < nbytes:
-                want = min(_CHUNK, nbytes - done)
-                got = lib.cuFileRead(handle, ctypes.c_void_p(base), want, offset + done, done)
-                if got < 0:
-                    raise OSError(f"{path}: cuFileRead at byte {offset + done} failed ({got})")
-                if got == 0:
-                    raise FormatError(f"{path}: ends after {offset + done} bytes, "
-                                      f"{offset + nbytes} expected")
-                done += got
-        finally:
-            lib.cuFileHandleDeregister(handle)
+        if status.err == 0:
+            return fd, handle
+        os.close(fd)
+        errors.append(f"{'O_DIRECT' if direct else 'plain'} descriptor: cuFile error "
+                      f"{status.err}")
+    raise GdsUnavailable(f"{path}: cuFileHandleRegister refused the file ({'; '.join(errors)}; "
+                         "CUfileOpError in cufile.h, details in cufile.log)")
+
+
+def _read_gds(path, out, offset, nbytes):
+    lib = _CuFile.get().lib
+    torch.cuda.current_stream(out.device).synchronize()  # see the module docstring
+    fd, handle = _register(lib, path)
+    try:
+        base = out.data_ptr()
+        done = 0
+        while done < nbytes:
+            want = min(_CHUNK, nbytes - done)
+            got = lib.cuFileRead(handle, ctypes.c_void_p(base), want, offset + done, done)
+            if got < 0:
+                raise GdsUnavailable(f"{path}: cuFileRead at byte {offset + done} failed ({got})")
+            if got == 0:
+                raise FormatError(f"{path}: ends after {offset + done} bytes, "
+                                  f"{offset + nbytes} expected")
+            done += got
     finally:
+        lib.cuFileHandleDeregister(handle)
         os.close(fd)
 
 
@@ -202,11 +218,17 @@ def _read_pinned(path, out, offset, nbytes, chunk=_CHUNK):
     out.record_stream(side)
 
 
+class ReadResult(typing.NamedTuple):
+    method: str  # "gds" or "pinned": how the bytes were read
+    note: str    # for "auto" falling back to pinned: why GDS was not used
+
+
 def read_into(path, out, *, offset=0, nbytes=None, method="auto"):
     """Reads ``nbytes`` (default: all of ``out``) from ``path`` at byte ``offset`` into the
-    contiguous CUDA tensor ``out``; returns the method used ("gds" or "pinned"). ``method``:
-    "auto" (GDS when cuFile is usable, else pinned), "gds" (fails if it is not), "pinned".
-    The data is ordered before later work on the current stream."""
+    contiguous CUDA tensor ``out``; returns a ReadResult. ``method``: "gds" (fails if cuFile
+    cannot read this file), "pinned", or "auto" (GDS, falling back to pinned when cuFile is
+    missing or refuses the file; ``note`` says why). The data is ordered before later work on
+    the current stream."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     nbytes = out.numel() * out.element_size() if nbytes is None else nbytes
@@ -214,14 +236,22 @@ def read_into(path, out, *, offset=0, nbytes=None, method="auto"):
     size = os.path.getsize(path)
     if offset < 0 or offset + nbytes > size:
         raise FormatError(f"{path}: {size} bytes, cannot read {nbytes} at byte {offset}")
-    if method == "auto":
-        method = "gds" if cufile_status()[0] else "pinned"
-    if method == "gds":
+    note = ""
+    if method in ("gds", "auto"):
         ok, why = cufile_status()
-        if not ok:
+        if ok:
+            try:
+                if nbytes:
+                    _read_gds(path, out, offset, nbytes)
+                return ReadResult("gds", "")
+            except GdsUnavailable as exc:
+                if method == "gds":
+                    raise
+                note = str(exc)
+        elif method == "gds":
             raise RuntimeError(f"GPUDirect Storage is not usable here: {why}")
-        if nbytes:
-            _read_gds(path, out, offset, nbytes)
-    elif nbytes:
+        else:
+            note = why
+    if nbytes:
         _read_pinned(path, out, offset, nbytes)
-    return method
+    return ReadResult("pinned", note)

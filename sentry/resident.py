@@ -9,6 +9,7 @@ that training reads.
 """
 import time
 
+import numpy as np
 import torch
 
 from .errors import FormatError
@@ -17,7 +18,8 @@ from .gds import read_into
 
 class ResidentStore:
     """The samples (``x``: [N, *shape] in the store's dtype), labels and global indices of a
-    packed store, in GPU memory. ``method``: how the bytes were read; ``seconds``: how long."""
+    packed store, in GPU memory. ``method``: how the bytes were read ("gds" or "pinned"; ``note``
+    says why "auto" fell back to pinned); ``seconds``: how long."""
 
     def __init__(self, store, device, *, method="auto"):
         if getattr(store, "kind", None) != "packed":
@@ -29,9 +31,10 @@ class ResidentStore:
             raise ValueError(f"reading straight into GPU memory needs a CUDA device, got {device}")
         array = store._array()  # validates the .npy header against index.json
         n = len(store)
-        x = torch.empty((n, *store.shape), dtype=torch.from_numpy(array[:0]).dtype, device=device)
+        dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
+        x = torch.empty((n, *store.shape), dtype=dtype, device=device)
         t0 = time.perf_counter()
-        self.method = read_into(store.path, x, offset=array.offset, method=method)
+        self.method, self.note = read_into(store.path, x, offset=array.offset, method=method)
         torch.cuda.current_stream(device).synchronize()
         self.seconds = time.perf_counter() - t0
         self.nbytes = x.numel() * x.element_size()

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "check_common.h"
+#include "hash_common.h"
 
 TORCH_LIBRARY_FRAGMENT(sentry, m) {
   m.def("check_digests(Tensor digests, Tensor labels, Tensor indices, Tensor expected, "
@@ -28,10 +29,10 @@ void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
   TORCH_CHECK(t.device() == device, kOp, ": ", name, " is on ", t.device(), " but digests on ",
               device);
   TORCH_CHECK(t.dim() == static_cast<int64_t>(shape.size()), kOp, ": ", name, " must have ",
-              shape.size(), " dimension(s), got shape ", t.sizes());
+              shape.size(), " dimension(s), got shape ", shape_of(t));
   int d = 0;
   for (int64_t want : shape) {
-    TORCH_CHECK(want < 0 || t.size(d) == want, kOp, ": ", name, " has shape ", t.sizes(),
+    TORCH_CHECK(want < 0 || t.size(d) == want, kOp, ": ", name, " has shape ", shape_of(t),
                 "; dimension ", d, " must be ", want);
     ++d;
   }

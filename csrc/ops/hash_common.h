@@ -26,6 +26,14 @@ std::vector<at::Tensor> prepare_hash_inputs(at::TensorList tensors, const char* 
 // when they are already) and the row stride in bytes through `row_stride`.
 at::Tensor prepare_rows_input(const at::Tensor& x, const char* op, int64_t* row_stride);
 
+// "[4, 31]", for error messages. Streaming t.sizes() into TORCH_CHECK crashed the process
+// under torch 2.11 on the H200 machine; a plain string does not.
+inline std::string shape_of(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
+  return s + "]";
+}
+
 inline uint64_t byte_size(const at::Tensor& t) {
   return static_cast<uint64_t>(t.numel()) * t.element_size();
 }

@@ -64,7 +64,7 @@ std::vector<std::string> to_hex(const at::Tensor& digests) {
   TORCH_CHECK_VALUE(digests.dim() == 2 && digests.size(1) == 32 &&
                         digests.scalar_type() == at::kByte,
                     "sentry::to_hex: expected a uint8 [N, 32] digest tensor, got ",
-                    digests.scalar_type(), " ", digests.sizes());
+                    digests.scalar_type(), " ", shape_of(digests));
   const at::Tensor host = digests.to(at::kCPU).contiguous();
   static const char* kHex = "0123456789abcdef";
   std::vector<std::string> out;
