@@ -68,6 +68,7 @@ setup(
     version="0.1.0",
     description="GPU-native integrity for machine-learning artifacts",
     packages=find_packages(include=["sentry", "sentry.*", "sentry_ops", "sentry_ops.*"]),
+    package_data={"sentry": ["cufile.json", "model_shapes/*.json"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     entry_points={"console_scripts": ["sentry = sentry.cli:main"]},

@@ -63,6 +63,17 @@ def _library_candidates():
     return names
 
 
+def _default_config():
+    """Without nvidia-fs, cuFile serves reads only in its compatibility mode, which a system
+    cufile.json may leave off. Unless the user points CUFILE_ENV_PATH_JSON at a configuration,
+    use one that allows it (read by cuFileDriverOpen)."""
+    if "CUFILE_ENV_PATH_JSON" in os.environ:
+        return
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cufile.json")
+    if os.path.exists(path):
+        os.environ["CUFILE_ENV_PATH_JSON"] = path
+
+
 class _CuFile:
     """libcufile, loaded and its driver opened once per process (or the reason it is not)."""
 
@@ -71,6 +82,7 @@ class _CuFile:
 
     def __init__(self):
         self.lib, self.error, self.path = None, None, None
+        _default_config()
         for name in _library_candidates():
             try:
                 self.lib = ctypes.CDLL(name)

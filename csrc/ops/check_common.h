@@ -3,6 +3,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <stdint.h>
+
 #include "../core/hd.h"
 
 namespace sentry {
@@ -25,7 +27,20 @@ SENTRY_HD SENTRY_INLINE int64_t check_row(const uint8_t* digest, int64_t label, 
   if (!known[r]) return kUnknownIndex;
   uint32_t diff = 0;
   const uint8_t* want = expected + 32 * r;
-  for (int i = 0; i < 32; ++i) diff |= digest[i] ^ want[i];
+#if defined(__CUDA_ARCH__)
+  if (((reinterpret_cast<uintptr_t>(digest) | reinterpret_cast<uintptr_t>(want)) & 15) == 0) {
+    // Two 16-byte loads each instead of 32 byte loads: this compare is the kernel's latency.
+    const uint4* a = reinterpret_cast<const uint4*>(digest);
+    const uint4* b = reinterpret_cast<const uint4*>(want);
+    for (int i = 0; i < 2; ++i) {
+      const uint4 x = a[i], y = b[i];
+      diff |= (x.x ^ y.x) | (x.y ^ y.y) | (x.z ^ y.z) | (x.w ^ y.w);
+    }
+  } else
+#endif
+  {
+    for (int i = 0; i < 32; ++i) diff |= digest[i] ^ want[i];
+  }
   return (diff ? kBadBytes : 0) | (label != expected_labels[r] ? kBadLabel : 0);
 }
 
