@@ -58,3 +58,21 @@ def digests_hex(digests):
 def hash_rows(x, algorithm="blake3"):
     """uint8 [x.size(0), 32]: the digest of each row (sample) of x, on x's device."""
     return torch.ops.sentry.hash_rows.default(x, algorithm)
+
+
+def hash_subtrees(tensors, start_bytes, total_bytes, algorithm="blake3"):
+    """uint8 [K, 32]: the un-finalised values of the pieces of shards of larger inputs (tensor i
+    is bytes [start_bytes[i], start_bytes[i] + its size) of an input of total_bytes[i] bytes;
+    docs/DISTRIBUTED.md), tensor after tensor, in the order of sentry_ops.shard_pieces."""
+    return torch.ops.sentry.hash_subtrees.default(list(tensors), list(start_bytes),
+                                                  list(total_bytes), algorithm)
+
+
+def finish_subtrees(values, first_leaves, total_bytes, algorithm="blake3"):
+    """uint8 [32] (CPU): the digest of an input of total_bytes bytes from the values of pieces
+    tiling its leaves in order (piece i starts at leaf first_leaves[i])."""
+    return torch.ops.sentry.finish_subtrees.default(values, list(first_leaves), total_bytes,
+                                                    algorithm)
+
+
+from ._subtrees import leaf_bytes, shard_pieces  # noqa: E402,F401
