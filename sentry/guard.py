@@ -64,7 +64,8 @@ class IntegrityGuard:
                               "parameters and buffers (a custom state_dict?)")
         self.names = names
         self._where = [where[n] for n in names]
-        tensors = self._tensors()
+        self._aliases = []
+        tensors = self._all_tensors()
         devices = {t.device for t in tensors}
         if len(devices) > 1:
             raise FormatError(f"the module's tensors are on several devices {sorted(map(str, devices))};"
@@ -75,7 +76,7 @@ class IntegrityGuard:
                 raise FormatError(f"expected digests: a uint8 [{len(names)}, 32] tensor in sorted "
                                   f"name order, got {expected.dtype} {list(expected.shape)}")
             self.algorithm = algorithm or "blake3"
-            want = expected.detach().to(device).clone()
+            want = expected.detach().cpu()
         else:
             trusted = expected_mod.resolve(expected, public_key=public_key,
                                            certificate_chain=certificate_chain,
@@ -83,10 +84,25 @@ class IntegrityGuard:
             self._check_names(trusted, tensors)
             self.algorithm = trusted.algorithm
             raw = b"".join(trusted.digests[n] for n in names)
-            want = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, 32).to(device) \
-                if raw else torch.empty(0, 32, dtype=torch.uint8, device=device)
-        self._expected = want
-        self._layout = [(t.dtype, tuple(t.shape)) for t in tensors]
+            want = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, 32) \
+                if raw else torch.empty(0, 32, dtype=torch.uint8)
+        # Tied tensors (one Parameter under several names, as GPT-2's wte and lm_head) are
+        # hashed once, so their trusted digests must agree.
+        first, self._unique = {}, []
+        for i, t in enumerate(tensors):
+            j = first.setdefault(id(t), i)
+            if j == i:
+                self._unique.append(i)
+            else:
+                self._aliases.append((i, j))
+        tied = [self.names[i] for i, j in self._aliases if not torch.equal(want[i], want[j])]
+        if tied:
+            raise VerificationError("tied tensors have different trusted digests", changed=tied)
+        self._groups = {j: [self.names[j]] for j in self._unique}
+        for i, j in self._aliases:
+            self._groups[j].append(self.names[i])
+        self._expected = want[self._unique].to(device)
+        self._layout = [(tensors[i].dtype, tuple(tensors[i].shape)) for i in self._unique]
         self.ok = torch.ones((), dtype=torch.bool, device=device)
         self._hook = None
         if hook:
@@ -118,15 +134,24 @@ class IntegrityGuard:
                                     "digests", changed=changed, missing=missing,
                                     unexpected=unexpected)
 
-    def _tensors(self):
+    def _all_tensors(self):
         # Looked up on every call (dict lookups, cheap): a parameter replaced since the guard
         # was built is the one checked.
         return [getattr(owner, table)[key] for owner, table, key in self._where]
 
+    def _tensors(self):
+        """The distinct tensors, one per group of tied names."""
+        tensors = self._all_tensors()
+        for i, j in self._aliases:
+            if tensors[i] is not tensors[j]:
+                raise VerificationError("IntegrityGuard: tied tensors are no longer one tensor; "
+                                        "build a new guard", changed=[self.names[j], self.names[i]])
+        return [tensors[i] for i in self._unique]
+
     def _digests(self, tensors):
         layout = [(t.dtype, tuple(t.shape)) for t in tensors]
         if layout != self._layout:  # host metadata only: no sync
-            bad = [n for n, a, b in zip(self.names, layout, self._layout) if a != b]
+            bad = [self.names[i] for i, a, b in zip(self._unique, layout, self._layout) if a != b]
             raise VerificationError("IntegrityGuard: tensors changed dtype or shape", changed=bad)
         with torch.no_grad():
             return torch.ops.sentry.hash_tensors.default(tensors, self.algorithm)
@@ -185,7 +210,7 @@ class IntegrityGuard:
         """Names of the tensors that differ now (hashes again; host sync)."""
         digests = self._digests(self._tensors())
         differs = (digests != self._want(digests)).any(dim=1).cpu().tolist()
-        return [n for n, bad in zip(self.names, differs) if bad]
+        return sorted(n for j, bad in zip(self._unique, differs) if bad for n in self._groups[j])
 
     def verify(self):
         """Raises VerificationError naming the tensors that differ now (host sync)."""
@@ -195,7 +220,9 @@ class IntegrityGuard:
                                     changed=changed)
 
     def expected_hex(self):
-        return dict(zip(self.names, digests_hex(self._expected)))
+        """{name: trusted digest (hex)}, tied names included."""
+        rows = dict(zip(self._unique, digests_hex(self._expected)))
+        return {n: rows[j] for j in self._unique for n in self._groups[j]}
 
     def __repr__(self):
         return (f"IntegrityGuard({type(self.module).__name__}, {len(self.names)} tensors, "

@@ -299,3 +299,41 @@ def test_device_side_assert(tmp_path):
                          timeout=300)
     assert "passed" in out.stdout and "not reached" not in out.stdout
     assert out.returncode != 0 and "assert" in out.stderr.lower()
+
+
+class Tied(torch.nn.Module):
+    """Input embedding and output layer sharing one weight, as GPT-2's wte and lm_head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 16)
+        self.head = torch.nn.Linear(16, 50, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.head(self.embed(ids))
+
+
+def test_tied_weights_hashed_once_and_named_together(ops, monkeypatch):
+    m = Tied()
+    calls = []
+    real = torch.ops.sentry.hash_tensors.default
+    guard = IntegrityGuard.snapshot(m)
+    assert guard.names == ["embed.weight", "head.weight"]
+    assert len(set(guard.expected_hex().values())) == 1
+    monkeypatch.setattr(torch.ops.sentry.hash_tensors, "default",
+                        lambda ts, a: calls.append(len(ts)) or real(ts, a))
+    assert bool(guard.check()) and calls == [1]  # one tensor hashed for the two names
+    flip(m.embed.weight)
+    assert guard.report() == ["embed.weight", "head.weight"]
+    m.head.weight = torch.nn.Parameter(m.embed.weight.detach().clone())  # untied
+    with pytest.raises(VerificationError, match="tied tensors are no longer one tensor"):
+        guard.check()
+
+
+def test_tied_weights_with_different_trusted_digests_are_refused(ops):
+    m = Tied()
+    digest = ops.digests_hex(ops.hash_tensors([m.embed.weight]))[0]
+    with pytest.raises(VerificationError, match="tied tensors") as info:
+        IntegrityGuard(m, {"embed.weight": digest, "head.weight": "11" * 32})
+    assert info.value.changed == ["head.weight"]
