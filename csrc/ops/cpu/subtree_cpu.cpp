@@ -4,7 +4,8 @@
 // combines level by level in place: the node of level l over leaves [j 2^l, (j + 1) 2^l) lives
 // in the slot of its first leaf, so its children are the slots of leaves j 2^l and
 // j 2^l + 2^(l-1). Every aligned node inside a shard (up to its largest piece) is computed, and
-// each piece's value ends up in the slot of its first leaf.
+// each piece's value ends up in the slot of its first leaf. The lowest levels are combined per
+// aligned run of 64 leaves, right after those leaves are hashed (in cache, in parallel).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -13,6 +14,7 @@
 
 #include "../subtree_common.h"
 #include "blake3_simd.h"
+#include "sha256_openssl.h"
 
 namespace sentry {
 namespace cpu {
@@ -43,6 +45,19 @@ void hash_shard_leaves(const ShardPlan& p, uint64_t first, uint64_t count, Node*
   }
 }
 
+// Nodes [lo, hi) of level l of one shard, each from its two children, in place: the node over
+// leaves [j 2^l, (j + 1) 2^l) lives in the slot of its first leaf.
+template <class Tree>
+void combine_level(const ShardPlan& p, int l, uint64_t lo, uint64_t hi, Node* base) {
+  for (uint64_t j = lo; j < hi; ++j) {
+    const uint64_t left = (j << l) - p.leaves.first;
+    const uint64_t right = left + (uint64_t(1) << (l - 1));
+    Node parent;
+    Tree::combine(base[left], base[right], /*root=*/false, parent);
+    std::memcpy(base[left], parent, sizeof(Node));
+  }
+}
+
 template <class Tree>
 at::Tensor hash_subtrees_impl(const std::vector<at::Tensor>& inputs, at::IntArrayRef start_bytes,
                               at::IntArrayRef total_bytes) {
@@ -52,37 +67,35 @@ at::Tensor hash_subtrees_impl(const std::vector<at::Tensor>& inputs, at::IntArra
   std::vector<uint32_t> storage(std::max<uint64_t>(total_slots, 1) * 8);
   Node* slots = reinterpret_cast<Node*>(storage.data());
 
-  // Level 0: work items of up to 64 leaves of one shard, spread over the thread pool.
-  constexpr uint64_t kItemLeaves = 64;
+  // Level 0 and the levels below kItemLevels: work items of one aligned run of 2^kItemLevels
+  // leaves of one shard, reduced while they are in cache, spread over the thread pool.
+  constexpr int kItemLevels = 6;
+  constexpr uint64_t kItemLeaves = uint64_t(1) << kItemLevels;
   std::vector<std::pair<size_t, uint64_t>> items;  // (shard, first leaf)
   for (size_t s = 0; s < plans.size(); ++s)
-    for (uint64_t g = plans[s].leaves.first; g < plans[s].leaves.end; g += kItemLeaves)
+    for (uint64_t g = plans[s].leaves.first; g < plans[s].leaves.end; g = (g / kItemLeaves + 1) * kItemLeaves)
       items.push_back({s, g});
   at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
       const ShardPlan& p = plans[items[it].first];
-      const uint64_t g = items[it].second;
-      hash_shard_leaves<Tree>(p, g, std::min(kItemLeaves, p.leaves.end - g),
-                              slots + p.slot_base);
+      const uint64_t g0 = items[it].second;
+      const uint64_t g1 = std::min((g0 / kItemLeaves + 1) * kItemLeaves, p.leaves.end);
+      Node* base = slots + p.slot_base;
+      hash_shard_leaves<Tree>(p, g0, g1 - g0, base);
+      for (int l = 1; l <= std::min(kItemLevels, p.leaves.max_level); ++l)
+        combine_level<Tree>(p, l, std::max(level_first(p.leaves, l), ceil_div(g0, uint64_t(1) << l)),
+                            std::min(level_end(p.leaves, l), g1 >> l), base);
     }
   });
 
-  // Levels 1, 2, ...: each node combines its two children in place.
+  // Higher levels: each node combines its two children in place.
   int depth = 0;
   for (const ShardPlan& p : plans) depth = std::max(depth, p.leaves.max_level);
-  for (int l = 1; l <= depth; ++l) {
+  for (int l = kItemLevels + 1; l <= depth; ++l) {
     for (const ShardPlan& p : plans) {
-      const uint64_t lo = level_first(p.leaves, l), hi = level_end(p.leaves, l);
-      Node* base = slots + p.slot_base;
-      at::parallel_for(static_cast<int64_t>(lo), static_cast<int64_t>(hi), 256,
-                       [&](int64_t begin, int64_t end) {
-        for (int64_t j = begin; j < end; ++j) {
-          const uint64_t left = (static_cast<uint64_t>(j) << l) - p.leaves.first;
-          const uint64_t right = left + (uint64_t(1) << (l - 1));
-          Node parent;
-          Tree::combine(base[left], base[right], /*root=*/false, parent);
-          std::memcpy(base[left], parent, sizeof(Node));
-        }
+      const int64_t lo = level_first(p.leaves, l), hi = level_end(p.leaves, l);
+      at::parallel_for(lo, hi, 256, [&](int64_t begin, int64_t end) {
+        combine_level<Tree>(p, l, begin, end, slots + p.slot_base);
       });
     }
   }
@@ -106,7 +119,7 @@ at::Tensor hash_subtrees_cpu(at::TensorList tensors, at::IntArrayRef start_bytes
       prepare_subtree_inputs(tensors, start_bytes, total_bytes, op);
   return algo == Algorithm::kBlake3
              ? hash_subtrees_impl<Blake3Tree>(inputs, start_bytes, total_bytes)
-             : hash_subtrees_impl<Sha256Tree>(inputs, start_bytes, total_bytes);
+             : hash_subtrees_impl<Sha256TreeOpenSSL>(inputs, start_bytes, total_bytes);
 }
 
 at::Tensor finish_subtrees_cpu(const at::Tensor& values, at::IntArrayRef first_leaves,
