@@ -362,12 +362,17 @@ def verify_sharded(module_or_shards, expected, layout=None, group=None, *, publi
     """
     timings = {}
     t0 = time.perf_counter()
-    state = _state(module_or_shards)
-    if group is None:
-        group = _mesh_group(state)
-    world, rank = _world(group)
-    failure, trusted = None, None
+    failure, trusted, state = None, None, None
     try:
+        state = _state(module_or_shards)
+        if group is None:
+            group = _mesh_group(state)
+    except FormatError as exc:  # reported after the exchange below (over the default group)
+        failure = exc
+    world, rank = _world(group)
+    try:
+        if failure is not None:
+            raise failure
         trusted = expected_mod.resolve(expected, public_key=public_key,
                                        certificate_chain=certificate_chain, algorithm=algorithm)
         parts = _local_parts(state, dict(layout or {}), trusted.algorithm)

@@ -174,6 +174,21 @@ def sharded_flip(rank, world, out):
     return result
 
 
+def sharded_local_failure(rank, world, out):
+    """A rank with a bad layout is named by the others; nobody hangs."""
+    from sentry.distributed import verify_sharded
+
+    state = make_state()
+    local, layout, _ = shards(state, world, rank, seed=4)
+    if rank == 1:
+        layout["big"] = (0, (70, 130))  # not its shape
+    try:
+        verify_sharded(local, expected_of(state, "blake3"), layout)
+        return {"error": None}
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def sharded_signed(rank, world, out):
     """Against a signature bundle over the full tensors; a wrong key fails on every rank."""
     import sentry
@@ -218,7 +233,8 @@ def sharded_dtensor(rank, world, out):
 
 
 SCENARIOS = [replicas_equal, replica_flip, replica_flip_rank0_signed, replica_metadata,
-             replica_local_failure, sharded_ok, sharded_flip, sharded_signed, sharded_dtensor]
+             replica_local_failure, sharded_ok, sharded_flip, sharded_local_failure,
+             sharded_signed, sharded_dtensor]
 
 
 def main(rank, world, store, out, names):

@@ -124,6 +124,14 @@ def test_sharded_flipped_bit_on_any_rank_is_caught(ranks):
                 assert f"'{name}'" in r["message"]
 
 
+def test_sharded_rank_that_cannot_take_part_is_named(ranks):
+    world, out = each(ranks, "sharded_local_failure")
+    assert out[1]["error"].startswith("FormatError") and "'big'" in out[1]["error"]
+    for rank in set(range(world)) - {1}:
+        assert out[rank]["error"].startswith("FormatError")
+        assert "rank 1 could not take part" in out[rank]["error"] and "'big'" in out[rank]["error"]
+
+
 def test_sharded_against_a_signature(ranks):
     _, out = each(ranks, "sharded_signed")
     for r in out:

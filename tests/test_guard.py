@@ -1,6 +1,7 @@
 """IntegrityGuard: passes untouched modules, catches a flipped bit in any parameter or buffer,
 in eager mode, in forward pre-hooks, under torch.compile(fullgraph=True) and (GPU) inside
 captured CUDA graphs, with no host sync."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -295,8 +296,9 @@ def test_device_side_assert(tmp_path):
         torch.cuda.synchronize()
         print("not reached", flush=True)
     """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's sentry
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=root)
     assert "passed" in out.stdout and "not reached" not in out.stdout
     assert out.returncode != 0 and "assert" in out.stderr.lower()
 
