@@ -200,14 +200,16 @@ def test_hash_subtrees_under_torch_compile(ops, algorithm):
 # The sharded finish of sentry.distributed, ranks simulated in one process
 
 
-def _messages(full, bounds, algorithm):
+def _messages(full, bounds, algorithm, device="cpu"):
     """Each simulated rank's message for rows [bounds[r], bounds[r + 1]) of `full`."""
-    return [distributed._local_parts({"w": full[a:b].clone()}, {"w": (a, tuple(full.shape))},
-                                     algorithm) for a, b in zip(bounds, bounds[1:])]
+    return [distributed._local_parts({"w": full[a:b].to(device, copy=True)},
+                                     {"w": (a, tuple(full.shape))}, algorithm)
+            for a, b in zip(bounds, bounds[1:])]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_sharded_finish_equals_unsharded_digest(ops, algorithm):
+def test_sharded_finish_equals_unsharded_digest(ops, algorithm, device):
     """Random row splits (rows of 3 to 600 bytes, so boundaries fall inside leaves), 0-row
     shards, shards smaller than a leaf, sizes at power-of-two leaf counts, 1 to 6 ranks: the
     finished digest is the reference digest of the full tensor's bytes."""
@@ -222,8 +224,8 @@ def test_sharded_finish_equals_unsharded_digest(ops, algorithm):
         for _ in range(4):
             world = rng.randrange(1, 7)
             bounds = [0] + sorted(rng.randrange(shape[0] + 1) for _ in range(world - 1)) + [shape[0]]
-            report = distributed._finish_all(_messages(full, bounds, algorithm), expected, world,
-                                             0, 0, {})
+            report = distributed._finish_all(_messages(full, bounds, algorithm, device),
+                                             expected, world, 0, 0, {})
             assert report.ok, (shape, bounds, report.problems)
             assert report.digests["w"] == want.hex()
 
