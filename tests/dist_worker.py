@@ -239,6 +239,9 @@ SCENARIOS = [replicas_equal, replica_flip, replica_flip_rank0_signed, replica_me
 
 def main(rank, world, store, out, names):
     torch.set_num_threads(1)  # several ranks share two cores
+    # Loopback: gloo otherwise picks the interface of the host name, which a container may not
+    # resolve.
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     results = {"seconds": {}}
