@@ -29,3 +29,6 @@ fi
 if [ -n "${SENTRY_BENCH:-}" ]; then
   python3 benchmarks/bench_hash.py $SENTRY_BENCH --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 fi
+if [ -n "${SENTRY_GUARD_BENCH:-}" ]; then  # e.g. SENTRY_GUARD_BENCH="--device cuda --compile"
+  python3 benchmarks/bench_guard.py $SENTRY_GUARD_BENCH --json "$OUT/bench_guard.json" 2>&1 | tee "$OUT/bench_guard.log"
+fi

@@ -1,10 +1,11 @@
 """Sentry: integrity for machine-learning artifacts, checked where they live (CPU or GPU)."""
 from sentry_ops import ALGORITHMS, digests_hex, hash_rows, hash_tensors
 
-from . import crypto, data, dataset
+from . import checkpoint, crypto, data, dataset, distributed
 from .data import get_image_dataloader, verify_dataset
 from .dataset import DatasetChecker, build_manifest, load_manifest, sign_manifest, verify_samples
 from .errors import FormatError, SentryError, VerificationError
+from .guard import IntegrityGuard
 from .signing import sign_files, sign_model, verify_files, verify_model
 
 __version__ = "0.1.0"
@@ -14,4 +15,4 @@ __all__ = ["ALGORITHMS", "hash_tensors", "hash_rows", "digests_hex", "sign_model
            "sign_files", "verify_files", "FormatError", "VerificationError", "SentryError",
            "crypto", "dataset", "build_manifest", "sign_manifest", "load_manifest",
            "DatasetChecker", "verify_samples", "verify_dataset", "get_image_dataloader",
-           "__version__"]
+           "IntegrityGuard", "checkpoint", "distributed", "__version__"]

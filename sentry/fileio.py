@@ -21,13 +21,21 @@ def atomic_write(path, data, mode=None):
     private data is never readable by others), fsync, then os.replace. The file gets `mode`, by
     default what a plain open() would give (0666 less the umask). An error leaves any old file at
     `path` untouched and no temporary file behind."""
+    with atomic_file(path, mode) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode=None):
+    """atomic_write for data written piece by piece: yields the temporary file (binary), which
+    replaces `path` when the block ends without an error."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fchmod(f.fileno(), 0o666 & ~_umask() if mode is None else mode)
             os.fsync(f.fileno())

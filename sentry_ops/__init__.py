@@ -67,3 +67,21 @@ def check_digests(digests, labels, indices, expected, expected_labels, known, se
     all in place on the device. See sentry.dataset.DatasetChecker."""
     torch.ops.sentry.check_digests.default(digests, labels, indices, expected, expected_labels,
                                            known, seen, state)
+
+
+def hash_subtrees(tensors, start_bytes, total_bytes, algorithm="blake3"):
+    """uint8 [K, 32]: the un-finalised values of the pieces of shards of larger inputs (tensor i
+    is bytes [start_bytes[i], start_bytes[i] + its size) of an input of total_bytes[i] bytes;
+    docs/DISTRIBUTED.md), tensor after tensor, in the order of sentry_ops.shard_pieces."""
+    return torch.ops.sentry.hash_subtrees.default(list(tensors), list(start_bytes),
+                                                  list(total_bytes), algorithm)
+
+
+def finish_subtrees(values, first_leaves, total_bytes, algorithm="blake3"):
+    """uint8 [32] (CPU): the digest of an input of total_bytes bytes from the values of pieces
+    tiling its leaves in order (piece i starts at leaf first_leaves[i])."""
+    return torch.ops.sentry.finish_subtrees.default(values, list(first_leaves), total_bytes,
+                                                    algorithm)
+
+
+from ._subtrees import leaf_bytes, shard_pieces  # noqa: E402,F401

@@ -48,3 +48,26 @@ def _check_digests_fake(digests, labels, indices, expected, expected_labels, kno
     if digests.dim() != 2 or digests.shape[1] != 32:
         raise ValueError(f"{op}: digests must have shape [B, 32], got {list(digests.shape)}")
     return None
+
+
+@torch.library.register_fake("sentry::hash_subtrees")
+def _hash_subtrees_fake(tensors, start_bytes, total_bytes, algorithm="blake3"):
+    from ._subtrees import shard_pieces
+
+    op = "sentry.hash_subtrees"
+    if not len(start_bytes) == len(total_bytes) == len(tensors):
+        raise ValueError(f"{op}: got {len(tensors)} tensors, {len(start_bytes)} start_bytes and "
+                         f"{len(total_bytes)} total_bytes; give one of each per tensor")
+    _hash_tensors_fake(tensors, algorithm)  # the same checks, by tensor index
+    count = 0
+    for t, start, total in zip(tensors, start_bytes, total_bytes):
+        count += len(shard_pieces(start, t.numel() * t.element_size(), total, algorithm))
+    device = tensors[0].device if tensors else torch.device("cpu")
+    return torch.empty((count, 32), dtype=torch.uint8, device=device)
+
+
+@torch.library.register_fake("sentry::finish_subtrees")
+def _finish_subtrees_fake(values, first_leaves, total_bytes, algorithm="blake3"):
+    if algorithm not in _ALGORITHMS:
+        raise ValueError(f"sentry.finish_subtrees: unknown algorithm '{algorithm}'")
+    return torch.empty((32,), dtype=torch.uint8, device=values.device)

@@ -230,3 +230,117 @@ def model_state_dict(model="resnet152", device="cpu", dtype=None, generator_seed
             t = torch.randint(0, 1000, shape, generator=gen, device=device, dtype=dt)
         out[name] = t
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain-Python BLAKE3 (the specification's reference algorithm, hash mode), exposing the
+# chunk and parent chaining values that sharded hashing exchanges. Slow (~1 ms a chunk): for
+# small inputs only. Checked against b3sum in tests/test_subtrees.py.
+
+BLAKE3_CHUNK = 1024
+_B3_IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A,
+          0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
+_B3_PERM = (2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
+_CHUNK_START, _CHUNK_END, _PARENT, _ROOT = 1, 2, 4, 8
+_M32 = 0xFFFFFFFF
+
+
+def _b3_g(v, a, b, c, d, x, y):
+    v[a] = (v[a] + v[b] + x) & _M32
+    v[d] = ((v[d] ^ v[a]) >> 16 | (v[d] ^ v[a]) << 16) & _M32
+    v[c] = (v[c] + v[d]) & _M32
+    v[b] = ((v[b] ^ v[c]) >> 12 | (v[b] ^ v[c]) << 20) & _M32
+    v[a] = (v[a] + v[b] + y) & _M32
+    v[d] = ((v[d] ^ v[a]) >> 8 | (v[d] ^ v[a]) << 24) & _M32
+    v[c] = (v[c] + v[d]) & _M32
+    v[b] = ((v[b] ^ v[c]) >> 7 | (v[b] ^ v[c]) << 25) & _M32
+
+
+def _b3_compress(cv, block, counter, block_len, flags):
+    """First 8 output words of the compression of a 64-byte block (zero padded)."""
+    m = list(np.frombuffer(bytes(block).ljust(64, b"\0"), dtype="<u4").tolist())
+    v = list(cv) + list(_B3_IV[:4]) + [counter & _M32, counter >> 32, block_len, flags]
+    for r in range(7):
+        _b3_g(v, 0, 4, 8, 12, m[0], m[1]); _b3_g(v, 1, 5, 9, 13, m[2], m[3])    # noqa: E702
+        _b3_g(v, 2, 6, 10, 14, m[4], m[5]); _b3_g(v, 3, 7, 11, 15, m[6], m[7])  # noqa: E702
+        _b3_g(v, 0, 5, 10, 15, m[8], m[9]); _b3_g(v, 1, 6, 11, 12, m[10], m[11])  # noqa: E702
+        _b3_g(v, 2, 7, 8, 13, m[12], m[13]); _b3_g(v, 3, 4, 9, 14, m[14], m[15])  # noqa: E702
+        m = [m[i] for i in _B3_PERM]
+    return [v[i] ^ v[i + 8] for i in range(8)]
+
+
+def _words_bytes(words):
+    return np.array(words, dtype="<u4").tobytes()
+
+
+def blake3_chunk_cv(chunk, index, root=False):
+    """32-byte chaining value of chunk `index` (<= 1024 bytes); root: it is the whole input."""
+    chunk = bytes(chunk)
+    blocks = [chunk[i:i + 64] for i in range(0, len(chunk), 64)] or [b""]
+    cv = list(_B3_IV)
+    for i, block in enumerate(blocks):
+        flags = (_CHUNK_START if i == 0 else 0) | (_CHUNK_END if i == len(blocks) - 1 else 0)
+        if root and i == len(blocks) - 1:
+            flags |= _ROOT
+        cv = _b3_compress(cv, block, index, len(block), flags)
+    return _words_bytes(cv)
+
+
+def blake3_parent_cv(left, right, root=False):
+    cv = _b3_compress(_B3_IV, bytes(left) + bytes(right), 0, 64, _PARENT | (_ROOT if root else 0))
+    return _words_bytes(cv)
+
+
+def _b3_subtree(data, first, count, root):
+    if count == 1:
+        return blake3_chunk_cv(data[first * BLAKE3_CHUNK:(first + 1) * BLAKE3_CHUNK], first, root)
+    k = _largest_power_of_two_below(count)
+    return blake3_parent_cv(_b3_subtree(data, first, k, False),
+                            _b3_subtree(data, first + k, count - k, False), root)
+
+
+def blake3_py(data):
+    """BLAKE3 digest (32 bytes) of `data`, written recursively from the specification."""
+    data = bytes(data)
+    n = max(1, -(-len(data) // BLAKE3_CHUNK))
+    return _b3_subtree(data, 0, n, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharded hashing (docs/DISTRIBUTED.md), stated from the definitions, not the kernels' loops.
+
+LEAF_BYTES = {"blake3": BLAKE3_CHUNK, "sha256-tree": SHA256_TREE_LEAF_BYTES}
+
+
+def whole_leaves(start, nbytes, total, algorithm):
+    """Indices of the leaves of the full input whose bytes all lie in [start, start + nbytes),
+    none when the input is a single leaf (its root is the leaf: no piece to exchange)."""
+    size = LEAF_BYTES[algorithm]
+    n = max(1, -(-total // size))
+    if n == 1:
+        return []
+    return [g for g in range(n)
+            if start <= g * size and min((g + 1) * size, total) <= start + nbytes]
+
+
+def subtree_pieces(start, nbytes, total, algorithm):
+    """[(first_leaf, level)]: the maximal runs [j 2^k, (j+1) 2^k) of whole leaves with
+    2^k < n (every such aligned run is a node of a left-complete tree, and a proper one),
+    left to right. Brute force over all candidate runs."""
+    leaves = set(whole_leaves(start, nbytes, total, algorithm))
+    n = max(1, -(-total // LEAF_BYTES[algorithm]))
+    runs = [(j << k, k) for k in range(64) if (1 << k) < n for j in range(n >> k)
+            if all(g in leaves for g in range(j << k, (j + 1) << k))]
+    maximal = [(f, k) for f, k in runs
+               if not any(f2 <= f and f + (1 << k) <= f2 + (1 << k2) and k2 > k
+                          for f2, k2 in runs)]
+    return sorted(maximal)
+
+
+def subtree_value(data, first, level, algorithm):
+    """Value (32 bytes, un-finalised) of the complete subtree of 2^level leaves at `first` of
+    the full input `data`."""
+    data = bytes(data)
+    if algorithm == "blake3":
+        return _b3_subtree(data, first, 1 << level, False)
+    return _mth(memoryview(data), first, 1 << level, SHA256_TREE_LEAF_BYTES)
