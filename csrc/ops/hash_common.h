@@ -26,8 +26,9 @@ std::vector<at::Tensor> prepare_hash_inputs(at::TensorList tensors, const char* 
 // when they are already) and the row stride in bytes through `row_stride`.
 at::Tensor prepare_rows_input(const at::Tensor& x, const char* op, int64_t* row_stride);
 
-// "[4, 31]", for error messages. Streaming t.sizes() into TORCH_CHECK crashed the process
-// under torch 2.11 on the H200 machine; a plain string does not.
+// "[4, 31]", for error messages. Under torch 2.11 (the H200 machine) a TORCH_CHECK message
+// given integers or sizes() crashed the process when it failed, while strings are fine: so
+// messages take std::to_string(n) and shape_of(t), never the numbers themselves.
 inline std::string shape_of(const at::Tensor& t) {
   std::string s = "[";
   for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));

@@ -25,8 +25,9 @@ namespace sentry {
 std::vector<at::Tensor> prepare_subtree_inputs(at::TensorList tensors, at::IntArrayRef start_bytes,
                                                at::IntArrayRef total_bytes, const char* op) {
   TORCH_CHECK_VALUE(start_bytes.size() == tensors.size() && total_bytes.size() == tensors.size(),
-                    op, ": got ", tensors.size(), " tensors, ", start_bytes.size(),
-                    " start_bytes and ", total_bytes.size(), " total_bytes; give one of each "
+                    op, ": got ", std::to_string(tensors.size()), " tensors, ",
+                    std::to_string(start_bytes.size()), " start_bytes and ",
+                    std::to_string(total_bytes.size()), " total_bytes; give one of each "
                     "per tensor");
   std::vector<at::Tensor> inputs = prepare_hash_inputs(tensors, op);
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -34,8 +35,9 @@ std::vector<at::Tensor> prepare_subtree_inputs(at::TensorList tensors, at::IntAr
     const uint64_t nbytes = byte_size(inputs[i]);
     TORCH_CHECK_VALUE(start >= 0 && total >= 0 && static_cast<uint64_t>(start) <= static_cast<uint64_t>(total) &&
                           nbytes <= static_cast<uint64_t>(total - start),
-                      op, ": tensor ", i, " (", nbytes, " bytes at byte ", start,
-                      ") does not fit in an input of ", total, " bytes");
+                      op, ": tensor ", std::to_string(i), " (", std::to_string(nbytes),
+                      " bytes at byte ", std::to_string(start), ") does not fit in an input of ",
+                      std::to_string(total), " bytes");
   }
   return inputs;
 }

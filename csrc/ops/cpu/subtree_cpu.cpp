@@ -129,13 +129,16 @@ at::Tensor finish_subtrees_cpu(const at::Tensor& values, at::IntArrayRef first_l
   TORCH_CHECK_VALUE(values.dim() == 2 && values.size(1) == 32 &&
                         values.scalar_type() == at::kByte,
                     op, ": values must be a uint8 [K, 32] tensor, got ", values.scalar_type(),
-                    " ", values.sizes());
+                    " ", shape_of(values));
   TORCH_CHECK_VALUE(static_cast<size_t>(values.size(0)) == first_leaves.size(), op, ": ",
-                    values.size(0), " values but ", first_leaves.size(), " first_leaves");
-  TORCH_CHECK_VALUE(total_bytes >= 0, op, ": total_bytes is negative (", total_bytes, ")");
+                    std::to_string(values.size(0)), " values but ",
+                    std::to_string(first_leaves.size()), " first_leaves");
+  TORCH_CHECK_VALUE(total_bytes >= 0, op, ": total_bytes is negative (",
+                    std::to_string(total_bytes), ")");
   std::vector<uint64_t> firsts(first_leaves.size());
   for (size_t i = 0; i < firsts.size(); ++i) {
-    TORCH_CHECK_VALUE(first_leaves[i] >= 0, op, ": first_leaves[", i, "] is negative");
+    TORCH_CHECK_VALUE(first_leaves[i] >= 0, op, ": first_leaves[", std::to_string(i),
+                      "] is negative");
     firsts[i] = static_cast<uint64_t>(first_leaves[i]);
   }
   const at::Tensor host = values.contiguous();

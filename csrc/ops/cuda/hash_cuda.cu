@@ -295,7 +295,8 @@ std::vector<uint64_t> groups_per_level(uint64_t nbytes) {
 }
 
 void check_grid(uint64_t blocks) {
-  TORCH_CHECK(blocks < (1ull << 31), "sentry: input too large for one launch (", blocks,
+  TORCH_CHECK(blocks < (1ull << 31), "sentry: input too large for one launch (",
+              std::to_string(blocks),
               " blocks); hash it in parts");
 }
 
