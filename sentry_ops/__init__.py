@@ -58,3 +58,10 @@ def digests_hex(digests):
 def hash_rows(x, algorithm="blake3"):
     """uint8 [x.size(0), 32]: the digest of each row (sample) of x, on x's device."""
     return torch.ops.sentry.hash_rows.default(x, algorithm)
+
+
+def ecdsa_p256_verify(public_keys, digests, signatures):
+    """bool [N]: signature i (uint8 [N, 64], r || s big-endian) is valid for SHA-256 digest i
+    (uint8 [N, 32]) under P-256 public key i (uint8 [N, 64], x || y big-endian). A bad row is
+    False, never an error; all three tensors on one device (CPU or CUDA)."""
+    return torch.ops.sentry.ecdsa_p256_verify.default(public_keys, digests, signatures)

@@ -73,7 +73,7 @@ SENTRY_HD SENTRY_P256_POINT bool on_curve(const Affine& a) {
 
 // 2P, dbl-2001-b (a = -3): 3M + 5S. Infinity stays infinity (Z3 = 2 Y Z = 0); P-256 has no
 // point with y = 0.
-SENTRY_HD SENTRY_P256_POINT Jacobian dbl(const Jacobian& p) {
+SENTRY_HD SENTRY_P256_POINT Jacobian dbl(Jacobian p) {
   const U256 delta = fp_sqr(p.Z);
   const U256 gamma = fp_sqr(p.Y);
   const U256 beta = fp_mul(p.X, gamma);
@@ -91,7 +91,7 @@ SENTRY_HD SENTRY_P256_POINT Jacobian dbl(const Jacobian& p) {
 }
 
 // P + Q, add-2007-bl: 11M + 5S. Handles infinity, P = Q (doubles) and P = -Q (infinity).
-SENTRY_HD SENTRY_P256_POINT Jacobian add(const Jacobian& p, const Jacobian& q) {
+SENTRY_HD SENTRY_P256_POINT Jacobian add(Jacobian p, Jacobian q) {
   if (is_infinity(p)) return q;
   if (is_infinity(q)) return p;
   const U256 z1z1 = fp_sqr(p.Z);
@@ -117,7 +117,7 @@ SENTRY_HD SENTRY_P256_POINT Jacobian add(const Jacobian& p, const Jacobian& q) {
 }
 
 // P + (x, y), madd-2007-bl: 7M + 4S. Same special cases as add; (x, y) is never infinity.
-SENTRY_HD SENTRY_P256_POINT Jacobian add_affine(const Jacobian& p, const Affine& q) {
+SENTRY_HD SENTRY_P256_POINT Jacobian add_affine(Jacobian p, Affine q) {
   if (is_infinity(p)) return Jacobian{q.x, q.y, one_mont_p()};
   const U256 z1z1 = fp_sqr(p.Z);
   const U256 u2 = fp_mul(q.x, z1z1);

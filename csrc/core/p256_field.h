@@ -18,9 +18,9 @@
 // inline makes one verify hundreds of KB of code (and minutes of compiling). On the GPU the
 // multiplications are inlined so that their words stay in registers; the point functions
 // (p256.h) decide separately.
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) && !defined(SENTRY_P256_MUL)
 #define SENTRY_P256_MUL __forceinline__
-#else
+#elif !defined(SENTRY_P256_MUL)
 #define SENTRY_P256_MUL inline
 #endif
 
@@ -138,7 +138,7 @@ SENTRY_HD SENTRY_INLINE U256 subtract_if_ge(const uint32_t s[8], uint32_t top, c
 // t = a * b, row by row: row i adds a * b[i] at word i with one chain for the low halves of the
 // products and one for the high halves. The high chain's last word cannot carry out: the sum so
 // far is below 2^(32 (i + 9)).
-SENTRY_HD SENTRY_P256_MUL void mul_wide(const U256& a, const U256& b, uint32_t t[16]) {
+SENTRY_HD SENTRY_INLINE void mul_wide(const U256& a, const U256& b, uint32_t t[16]) {
   mp::Carry c;
   SENTRY_UNROLL
   for (int j = 0; j < 8; ++j) t[j] = a.w[j] * b.w[0];
@@ -161,7 +161,7 @@ SENTRY_HD SENTRY_P256_MUL void mul_wide(const U256& a, const U256& b, uint32_t t
 
 // t = a^2: the 28 products a[i]*a[j], i < j, once (rows as in mul_wide), doubled, plus the
 // squares a[i]^2 on the diagonal.
-SENTRY_HD SENTRY_P256_MUL void sqr_wide(const U256& a, uint32_t t[16]) {
+SENTRY_HD SENTRY_INLINE void sqr_wide(const U256& a, uint32_t t[16]) {
   mp::Carry c;
   t[0] = 0;
   SENTRY_UNROLL
@@ -208,7 +208,7 @@ SENTRY_HD SENTRY_P256_MUL void sqr_wide(const U256& a, uint32_t t[16]) {
 // t * 2^-256 mod p for t < p * 2^256. Round i clears word i with m = t[i] (p = -1 mod 2^32):
 // m*p = m*2^96 + m*2^192 + m*(2^32-1)*2^224 - m, and the -m cancels word i exactly. A round's
 // carry out of word i+8 is added by the next round, which ends one word higher.
-SENTRY_HD SENTRY_P256_MUL U256 fp_redc(uint32_t t[16]) {
+SENTRY_HD SENTRY_INLINE U256 fp_redc(uint32_t t[16]) {
   mp::Carry c;
   uint32_t carry = 0;
   SENTRY_UNROLL
@@ -229,13 +229,13 @@ SENTRY_HD SENTRY_P256_MUL U256 fp_redc(uint32_t t[16]) {
 }
 
 // a * b * 2^-256 mod p.
-SENTRY_HD SENTRY_P256_MUL U256 fp_mul(const U256& a, const U256& b) {
+SENTRY_HD SENTRY_P256_MUL U256 fp_mul(U256 a, U256 b) {
   uint32_t t[16];
   mul_wide(a, b, t);
   return fp_redc(t);
 }
 
-SENTRY_HD SENTRY_P256_MUL U256 fp_sqr(const U256& a) {
+SENTRY_HD SENTRY_P256_MUL U256 fp_sqr(U256 a) {
   uint32_t t[16];
   sqr_wide(a, t);
   return fp_redc(t);
@@ -289,7 +289,7 @@ SENTRY_HD inline U256 fp_inv(const U256& a) {
 
 // t * 2^-256 mod n for t < n * 2^256: generic rounds, m = t[i] * (-n^-1); a round's carries out
 // of word i+8 (at most 2) go into the next round's top word.
-SENTRY_HD SENTRY_P256_MUL U256 fn_redc(uint32_t t[16]) {
+SENTRY_HD SENTRY_INLINE U256 fn_redc(uint32_t t[16]) {
   const U256 n = order_n();
   mp::Carry c;
   uint32_t carry = 0;
@@ -309,13 +309,13 @@ SENTRY_HD SENTRY_P256_MUL U256 fn_redc(uint32_t t[16]) {
   return subtract_if_ge(t + 8, carry, order_n());
 }
 
-SENTRY_HD SENTRY_P256_MUL U256 fn_mul(const U256& a, const U256& b) {
+SENTRY_HD SENTRY_P256_MUL U256 fn_mul(U256 a, U256 b) {
   uint32_t t[16];
   mul_wide(a, b, t);
   return fn_redc(t);
 }
 
-SENTRY_HD SENTRY_P256_MUL U256 fn_sqr(const U256& a) {
+SENTRY_HD SENTRY_P256_MUL U256 fn_sqr(U256 a) {
   uint32_t t[16];
   sqr_wide(a, t);
   return fn_redc(t);
