@@ -23,7 +23,8 @@
 #include "p256_field.h"
 #include "p256_table.h"
 
-// Point functions: a plain call on the host; on the GPU see kernel notes in ecdsa_cuda.cu.
+// Point functions (dbl, add, add_affine, on_curve): the compiler's choice on the host, inlined
+// on the GPU (their field values then stay in registers; see ecdsa_cuda.cu on code size).
 #if defined(__CUDA_ARCH__) && !defined(SENTRY_P256_POINT)
 #define SENTRY_P256_POINT __forceinline__
 #elif !defined(SENTRY_P256_POINT)

@@ -14,10 +14,10 @@
 #include "carry.h"
 #include "hd.h"
 
-// How much gets inlined. The host lets the compiler choose: forcing every multiplication
-// inline makes one verify hundreds of KB of code (and minutes of compiling). On the GPU the
-// multiplications are inlined so that their words stay in registers; the point functions
-// (p256.h) decide separately.
+// How much gets inlined (the word helpers below always are). SENTRY_P256_MUL marks the four
+// multiplication routines fp_mul, fp_sqr, fn_mul, fn_sqr: the host lets the compiler choose
+// (forcing them inline makes one verify hundreds of KB of code and minutes of compiling); the
+// GPU default inlines them, and ecdsa_cuda.cu overrides that with real calls (see there).
 #if defined(__CUDA_ARCH__) && !defined(SENTRY_P256_MUL)
 #define SENTRY_P256_MUL __forceinline__
 #elif !defined(SENTRY_P256_MUL)
