@@ -7,8 +7,8 @@ index, its label and the digest of its raw bytes before augmentation, computed w
 - ``build_manifest(samples, labels, sources)`` hashes the samples and returns a ``Manifest``.
 - ``sign_manifest(manifest, private_keys, out_dir)`` writes one DSSE bundle per source (the
   bundle format of models, with the predicate ``https://sentry.dev/dataset-manifest/v1``).
-- ``load_manifest(bundle_paths, public_keys)`` checks every signature with its source's key,
-  parses strictly and merges.
+- ``load_manifest(bundle_paths, public_keys)`` checks every signature with its source's key (all
+  in one batch, see sentry/ecdsa.py), parses strictly and merges.
 - ``DatasetChecker(manifest, device)`` checks batches on the device: hash, gather the signed
   digests and labels by sample index, compare, and keep a failure state on the device; the host
   reads it only every ``check_every`` batches and at the end of the epoch (``finish``).
@@ -31,6 +31,7 @@ from sentry_ops import ALGORITHMS, check_digests, hash_rows
 from . import bundle as bundle_format
 from .bundle import _check_hex, _check_keys, _check_list, _check_object, _check_text, _is_int
 from .crypto import PublicKey
+from .ecdsa import verify_messages
 from .errors import FormatError, VerificationError
 
 PREDICATE_TYPE = "https://sentry.dev/dataset-manifest/v1"
@@ -388,17 +389,31 @@ def load_manifest(bundle_paths, public_keys, *, require_all=True):
     by_hint = {}
     for s, k in keys.items():
         by_hint.setdefault(k.hint(), []).append(s)
-    algorithm, files, records = None, {}, []
+    # Read every bundle first, then check all signatures in one batch (ecdsa.verify_messages),
+    # then go through the bundles in order. Errors come out exactly as one bundle at a time would
+    # raise them: a bundle that cannot be read or names an unknown source stops the reading, and
+    # its error waits until the bundles before it have been checked.
+    opened, deferred = [], None
     for path in bundle_paths:
         path = os.fspath(path)
-        signed = bundle_format.read_bundle(path)
-        claimed = _claimed_source(signed.payload, path)
-        key = keys.get(claimed)
-        if key is None:
-            raise VerificationError(f"{path}: manifest of unknown source {claimed!r} (no public "
-                                    f"key for it; known sources: {sorted(keys)})")
-        message = bundle_format.pae(signed.payload_type, signed.payload)
-        if not key.verify(message, signed.signature):
+        try:
+            signed = bundle_format.read_bundle(path)
+            claimed = _claimed_source(signed.payload, path)
+            if claimed not in keys:
+                raise VerificationError(f"{path}: manifest of unknown source {claimed!r} (no "
+                                        f"public key for it; known sources: {sorted(keys)})")
+        except Exception as exc:  # noqa: BLE001  re-raised below, in its turn
+            deferred = exc
+            break
+        opened.append((path, signed, claimed))
+    verified = verify_messages([keys[claimed] for _, _, claimed in opened],
+                               [bundle_format.pae(signed.payload_type, signed.payload)
+                                for _, signed, _ in opened],
+                               [signed.signature for _, signed, _ in opened])
+    algorithm, files, records = None, {}, []
+    for (path, signed, claimed), ok in zip(opened, verified):
+        key = keys[claimed]
+        if not ok:
             other = ""
             hint = signed.public_key_hint
             if hint and hint != key.hint():
@@ -418,6 +433,8 @@ def load_manifest(bundle_paths, public_keys, *, require_all=True):
                               f"in {first}")
         files[source] = path
         records.extend(recs)
+    if deferred is not None:
+        raise deferred
     missing = sorted(set(keys) - set(files)) if require_all else []
     if missing:
         raise VerificationError(f"no manifest bundle for source(s) {missing}", missing=missing)

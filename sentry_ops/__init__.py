@@ -84,4 +84,11 @@ def finish_subtrees(values, first_leaves, total_bytes, algorithm="blake3"):
                                                     algorithm)
 
 
+def ecdsa_p256_verify(public_keys, digests, signatures):
+    """bool [N]: signature i (uint8 [N, 64], r || s big-endian) is valid for SHA-256 digest i
+    (uint8 [N, 32]) under P-256 public key i (uint8 [N, 64], x || y big-endian). A bad row is
+    False, never an error; all three tensors on one device (CPU or CUDA)."""
+    return torch.ops.sentry.ecdsa_p256_verify.default(public_keys, digests, signatures)
+
+
 from ._subtrees import leaf_bytes, shard_pieces  # noqa: E402,F401

@@ -71,3 +71,40 @@ def _finish_subtrees_fake(values, first_leaves, total_bytes, algorithm="blake3")
     if algorithm not in _ALGORITHMS:
         raise ValueError(f"sentry.finish_subtrees: unknown algorithm '{algorithm}'")
     return torch.empty((32,), dtype=torch.uint8, device=values.device)
+
+
+_ECDSA_ROWS = (("public_keys", 64, "x || y, big-endian"), ("digests", 32, "SHA-256 digests"),
+               ("signatures", 64, "r || s, big-endian"))
+
+
+@torch.library.register_fake("sentry::ecdsa_p256_verify")
+def _ecdsa_p256_verify_fake(public_keys, digests, signatures):
+    op = "sentry.ecdsa_p256_verify"
+    tensors = (public_keys, digests, signatures)
+    for t, (name, width, what) in zip(tensors, _ECDSA_ROWS):
+        if t.layout != torch.strided:
+            raise ValueError(f"{op}: {name} has layout {t.layout}; expected a dense (strided) "
+                             "tensor")
+        if t.device.type == "meta":
+            raise ValueError(f"{op}: {name} is on the meta device and has no data")
+        if t.dtype != torch.uint8:
+            raise ValueError(f"{op}: {name} must be uint8, got {_aten_dtype(t.dtype)}")
+        if t.dim() != 2 or t.shape[1] != width:
+            raise ValueError(f"{op}: {name} must have shape [N, {width}] ({what}), got "
+                             f"[{', '.join(str(s) for s in t.shape)}]")
+    n = public_keys.shape[0]
+    for t, (name, _, _) in zip(tensors[1:], _ECDSA_ROWS[1:]):
+        if t.shape[0] != n:
+            raise ValueError(f"{op}: {name} has {t.shape[0]} rows but public_keys has {n}")
+        if t.device != public_keys.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but public_keys is on "
+                             f"{public_keys.device}")
+    return torch.empty((n,), dtype=torch.bool, device=public_keys.device)
+
+
+def _aten_dtype(dtype):
+    """The dtype as the C++ kernels print it (c10::ScalarType names: Float, Long, ...)."""
+    return {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+            torch.bfloat16: "BFloat16", torch.int8: "Char", torch.int16: "Short",
+            torch.int32: "Int", torch.int64: "Long", torch.bool: "Bool",
+            torch.uint8: "Byte"}.get(dtype, str(dtype))

@@ -110,6 +110,29 @@ void sentry_register_crypto(py::module_& m) {
       py::arg("payload_type"), py::arg("payload"),
       "DSSE v1 PAE: b'DSSEv1 <len(type)> <type> <len(payload)> <payload>'.");
   c.def(
+      "der_signatures_to_raw",
+      [](const std::vector<py::bytes>& signatures, const std::string& curve) {
+        const Curve c = curve_from_name(curve);
+        const std::size_t width = 2 * curve_coordinate_size(c);
+        std::vector<std::string_view> views;
+        views.reserve(signatures.size());
+        for (const auto& s : signatures) views.push_back(view(s));
+        std::string raw(views.size() * width, '\0');
+        std::vector<bool> ok(views.size());
+        {
+          py::gil_scoped_release release;
+          for (std::size_t i = 0; i < views.size(); ++i) {
+            const std::optional<std::string> one = der_signature_to_raw(views[i], c);
+            ok[i] = one.has_value();
+            if (ok[i]) raw.replace(i * width, width, *one);
+          }
+        }
+        return py::make_tuple(py::bytes(raw), ok);
+      },
+      py::arg("signatures"), py::arg("curve") = "P-256",
+      "(r || s of every DER signature, concatenated, zeros where one is not strict DER or does "
+      "not fit the curve; [parsed?]) for batched verification.");
+  c.def(
       "sha256_hex", [](const py::bytes& data) { return sha256_hex(view(data)); },
       py::arg("data"));
   c.def(

@@ -198,19 +198,27 @@ std::string bn_param(EVP_PKEY* key, const char* name, std::size_t size) {
   return out;
 }
 
-// Strict DER check of an ECDSA-Sig-Value: it must parse with nothing left over and re-encode to
-// the same bytes. OpenSSL 3's ECDSA verification does this too; checking here as well keeps the
-// rule whatever provider does the verification.
-bool is_strict_der_signature(std::string_view sig) {
+// Strict DER parse of an ECDSA-Sig-Value: it must parse with nothing left over and re-encode to
+// the same bytes; null otherwise. OpenSSL 3's ECDSA verification does this too; checking here as
+// well keeps the rule whatever provider does the verification.
+EcdsaSigPtr parse_strict_der_signature(std::string_view sig) {
+  if (sig.empty() || sig.size() > 256) return nullptr;  // P-521's longest is 139 bytes
   const auto* begin = reinterpret_cast<const unsigned char*>(sig.data());
   const unsigned char* p = begin;
   EcdsaSigPtr parsed(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size())));
-  if (!parsed || p != begin + sig.size()) return false;
+  if (!parsed || p != begin + sig.size()) return nullptr;
   unsigned char* der = nullptr;
   int n = i2d_ECDSA_SIG(parsed.get(), &der);
-  if (n <= 0) return false;
+  if (n <= 0) return nullptr;
   OsslBuf<unsigned char> owned(der);
-  return static_cast<std::size_t>(n) == sig.size() && std::memcmp(der, begin, sig.size()) == 0;
+  if (static_cast<std::size_t>(n) != sig.size() || std::memcmp(der, begin, sig.size()) != 0) {
+    return nullptr;
+  }
+  return parsed;
+}
+
+bool is_strict_der_signature(std::string_view sig) {
+  return parse_strict_der_signature(sig) != nullptr;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,7 +360,6 @@ std::string PublicKey::hint() const { return sha256_hex(pem()); }
 bool PublicKey::verify(std::string_view data, std::string_view der_signature) const {
   ClearErrorsOnExit clear;
   // The longest DER signature on P-521 is 139 bytes; anything far longer is not one.
-  if (der_signature.empty() || der_signature.size() > 256) return false;
   if (!is_strict_der_signature(der_signature)) return false;
   MdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx) return false;
@@ -370,6 +377,23 @@ std::string PublicKey::raw_xy() const {
   std::size_t size = curve_coordinate_size(curve_);
   return bn_param(key_.get(), OSSL_PKEY_PARAM_EC_PUB_X, size) +
          bn_param(key_.get(), OSSL_PKEY_PARAM_EC_PUB_Y, size);
+}
+
+std::optional<std::string> der_signature_to_raw(std::string_view der_signature, Curve curve) {
+  ClearErrorsOnExit clear;
+  const EcdsaSigPtr sig = parse_strict_der_signature(der_signature);
+  if (!sig) return std::nullopt;
+  const BIGNUM *r = nullptr, *s = nullptr;
+  ECDSA_SIG_get0(sig.get(), &r, &s);
+  // BN_bn2binpad writes a negative number's magnitude: refuse those rather than flip a sign.
+  if (BN_is_negative(r) || BN_is_negative(s)) return std::nullopt;
+  const int size = static_cast<int>(curve_coordinate_size(curve));
+  std::string out(2 * static_cast<std::size_t>(size), '\0');
+  auto* p = reinterpret_cast<unsigned char*>(out.data());
+  if (BN_bn2binpad(r, p, size) != size || BN_bn2binpad(s, p + size, size) != size) {
+    return std::nullopt;  // longer than the curve's coordinates
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

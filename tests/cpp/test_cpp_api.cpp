@@ -1,6 +1,7 @@
 // The C++ API (sentry/sentry.h) on CPU tensors, through the registered torch.ops.sentry
 // operators, against the serial core (tree_hash) on the same bytes.
 #include <gtest/gtest.h>
+#include <sentry/crypto.h>
 #include <sentry/sentry.h>
 
 #include <string>
@@ -105,6 +106,54 @@ TEST(ToHex, Formatting) {
   EXPECT_EQ(hexes[1], "8084888c9094989ca0a4a8acb0b4b8bcc0c4c8ccd0d4d8dce0e4e8ecf0f4f8fc");
   EXPECT_THROW(sentry::to_hex(at::zeros({2, 31}, at::kByte)), c10::Error);
   EXPECT_THROW(sentry::to_hex(at::zeros({2, 32}, at::kInt)), c10::Error);
+}
+
+// ecdsa_p256_verify through the C++ API, with keys and signatures from sentry/crypto.h.
+struct EcdsaRows {
+  at::Tensor keys, digests, sigs;
+};
+
+EcdsaRows signed_rows(int n) {
+  EcdsaRows out{at::empty({n, 64}, at::kByte), at::empty({n, 32}, at::kByte),
+                at::empty({n, 64}, at::kByte)};
+  for (int i = 0; i < n; ++i) {
+    const auto key = sentry::crypto::PrivateKey::generate();
+    const std::string data = "row " + std::to_string(i);
+    const auto raw = sentry::crypto::der_signature_to_raw(key.sign(data));
+    EXPECT_TRUE(raw.has_value());
+    const std::string xy = key.public_key().raw_xy();
+    const std::string hex = sentry::crypto::sha256_hex(data);
+    for (int b = 0; b < 64; ++b) {
+      out.keys[i][b] = static_cast<uint8_t>(xy[b]);
+      out.sigs[i][b] = static_cast<uint8_t>((*raw)[b]);
+    }
+    for (int b = 0; b < 32; ++b) out.digests[i][b] = std::stoi(hex.substr(2 * b, 2), nullptr, 16);
+  }
+  return out;
+}
+
+TEST(EcdsaP256Verify, SignaturesVerifyAndFlipsFail) {
+  const EcdsaRows rows = signed_rows(8);
+  const at::Tensor ok = sentry::ecdsa_p256_verify(rows.keys, rows.digests, rows.sigs);
+  ASSERT_EQ(ok.scalar_type(), at::kBool);
+  ASSERT_EQ(ok.sizes(), at::IntArrayRef({8}));
+  EXPECT_TRUE(ok.all().item<bool>());
+  at::Tensor sigs = rows.sigs.clone();
+  sigs.select(1, 10).bitwise_xor_(4);
+  EXPECT_FALSE(sentry::ecdsa_p256_verify(rows.keys, rows.digests, sigs).any().item<bool>());
+  EXPECT_THROW(sentry::ecdsa_p256_verify(rows.keys.to(at::kInt), rows.digests, rows.sigs),
+               c10::Error);
+  EXPECT_THROW(sentry::ecdsa_p256_verify(rows.keys, rows.digests.slice(1, 0, 31), rows.sigs),
+               c10::Error);
+  if (at::hasCUDA()) {
+    const at::Tensor on_gpu = sentry::ecdsa_p256_verify(
+        rows.keys.to(at::kCUDA), rows.digests.to(at::kCUDA), sigs.to(at::kCUDA));
+    EXPECT_FALSE(on_gpu.any().item<bool>());
+    EXPECT_TRUE(sentry::ecdsa_p256_verify(rows.keys.to(at::kCUDA), rows.digests.to(at::kCUDA),
+                                          rows.sigs.to(at::kCUDA))
+                    .all()
+                    .item<bool>());
+  }
 }
 
 // Only where torch and the machine have CUDA (skipped otherwise): the CUDA kernels give the

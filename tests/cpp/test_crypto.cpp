@@ -17,6 +17,7 @@
 #include <optional>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -240,6 +241,50 @@ TEST(Crypto, MalformedSignaturesAreFalseNotErrors) {
   EXPECT_TRUE(pub.verify(data, der_sig(r, high)));
   BN_free(high);
   for (BIGNUM* b : {r, s, n, zero, one}) BN_free(b);
+}
+
+// r || s for batched verification: exactly OpenSSL's r and s, padded, for every curve; nothing
+// for what PublicKey::verify refuses as encoding, nor for a negative or oversized r.
+TEST(Crypto, DerSignatureToRaw) {
+  for (Curve c : kCurves) {
+    SCOPED_TRACE(curve_name(c));
+    const std::string sig = PrivateKey::generate(c).sign("data");
+    const auto raw = der_signature_to_raw(sig, c);
+    ASSERT_TRUE(raw.has_value());
+    const int size = static_cast<int>(curve_coordinate_size(c));
+    ASSERT_EQ(raw->size(), 2u * size);
+    auto [r, s] = split_sig(sig);
+    std::string want(2 * size, '\0');
+    BN_bn2binpad(r, reinterpret_cast<unsigned char*>(want.data()), size);
+    BN_bn2binpad(s, reinterpret_cast<unsigned char*>(want.data()) + size, size);
+    EXPECT_EQ(*raw, want);
+    BN_free(r);
+    BN_free(s);
+  }
+  const std::string sig = PrivateKey::generate(Curve::kP256).sign("data");
+  auto [r, s] = split_sig(sig);
+  BIGNUM* big = BN_new();  // r + 2^256: 33 bytes
+  BN_set_bit(big, 256);
+  BN_add(big, big, r);
+  // r = -1 (OpenSSL will not encode a negative r, so by hand): 30 L 02 01 ff <s's INTEGER>.
+  const std::string s_int = sig.substr(4 + static_cast<unsigned char>(sig[3]));
+  const std::string negative_r = std::string("\x30") + static_cast<char>(3 + s_int.size()) +
+                                 std::string("\x02\x01\xff", 3) + s_int;
+  BIGNUM* zero = BN_new();
+  for (const auto& [what, der, ok] : std::vector<std::tuple<std::string, std::string, bool>>{
+           {"valid", sig, true},
+           {"empty", "", false},
+           {"trailing byte", sig + std::string(1, '\0'), false},
+           {"long-form length", std::string("\x30\x81") + sig[1] + sig.substr(2), false},
+           {"negative r", negative_r, false},
+           {"r longer than 32 bytes", der_sig(big, s), false},
+           {"r = 0 (a range question, left to the verifier)", der_sig(zero, s), true},
+       }) {
+    SCOPED_TRACE(what);
+    EXPECT_EQ(der_signature_to_raw(der, Curve::kP256).has_value(), ok);
+  }
+  EXPECT_TRUE(der_signature_to_raw(der_sig(big, s), Curve::kP384).has_value());
+  for (BIGNUM* b : {r, s, big, zero}) BN_free(b);
 }
 
 TEST(Crypto, DssePaeMatchesTheSpecExample) {

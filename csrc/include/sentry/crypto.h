@@ -111,6 +111,14 @@ class PrivateKey {
   Curve curve_;
 };
 
+// r || s (big-endian, each padded to the curve's coordinate size: 64, 96 or 132 bytes) of a DER
+// ECDSA signature, for batched verification (sentry::ecdsa_p256_verify takes P-256's 64-byte
+// form). nullopt when it is not strict DER (the rule PublicKey::verify applies: parses with
+// nothing left over and re-encodes identically), or r or s is negative or longer than a
+// coordinate. Ranges (0 < r, s < n) are left to the verifier.
+std::optional<std::string> der_signature_to_raw(std::string_view der_signature,
+                                                Curve curve = Curve::kP256);
+
 // DSSE v1 pre-authentication encoding:
 // "DSSEv1" SP len(type) SP type SP len(payload) SP payload, lengths in decimal bytes.
 std::string dsse_pae(std::string_view payload_type, std::string_view payload);
