@@ -29,6 +29,11 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 128;
+// Blocks per SM that ptxas must fit (register cap 65536 / (kThreads * this)). 1 leaves it the
+// 150 registers it wants (3 blocks fit); 4 caps it at 128, with a few spills. For measuring.
+#ifndef SENTRY_ECDSA_MIN_BLOCKS
+#define SENTRY_ECDSA_MIN_BLOCKS 1
+#endif
 
 __device__ SENTRY_INLINE uint32_t bswap(uint32_t x) { return __byte_perm(x, 0, 0x0123); }
 
@@ -49,7 +54,7 @@ __device__ SENTRY_INLINE p256::U256 load_be(const uint8_t* p, bool aligned) {
   return r;
 }
 
-__global__ void __launch_bounds__(kThreads) ecdsa_verify_kernel(
+__global__ void __launch_bounds__(kThreads, SENTRY_ECDSA_MIN_BLOCKS) ecdsa_verify_kernel(
     const uint8_t* __restrict__ pub, const uint8_t* __restrict__ digest,
     const uint8_t* __restrict__ sig, bool* __restrict__ out, int64_t rows, bool aligned) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
