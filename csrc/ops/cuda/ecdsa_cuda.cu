@@ -67,7 +67,9 @@ __global__ void __launch_bounds__(kThreads, SENTRY_ECDSA_MIN_BLOCKS) ecdsa_verif
   out[i] = p256::verify(in);
 }
 
-bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0; }
+bool aligned16(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
+}
 
 at::Tensor ecdsa_p256_verify_cuda(const at::Tensor& public_keys, const at::Tensor& digests,
                                   const at::Tensor& signatures) {
@@ -81,7 +83,8 @@ at::Tensor ecdsa_p256_verify_cuda(const at::Tensor& public_keys, const at::Tenso
   TORCH_CHECK(blocks < (int64_t(1) << 31), "sentry.ecdsa_p256_verify: ", in.rows,
               " rows are too many for one launch; verify them in parts");
   // Rows are 64 and 32 bytes, so 16-byte alignment of each base aligns every row.
-  const bool aligned = aligned16(in.public_keys) && aligned16(in.digests) && aligned16(in.signatures);
+  const bool aligned =
+      aligned16(in.public_keys) && aligned16(in.digests) && aligned16(in.signatures);
   ecdsa_verify_kernel<<<static_cast<unsigned>(blocks), kThreads, 0,
                         c10::cuda::getCurrentCUDAStream()>>>(
       in.public_keys.const_data_ptr<uint8_t>(), in.digests.const_data_ptr<uint8_t>(),
