@@ -31,7 +31,8 @@ def signed_rows(count, seed=0):
     for _ in range(count):
         sk = ec.derive_private_key(rng.randrange(1, N), ec.SECP256R1())
         digest = rng.randbytes(32)
-        r, s = utils.decode_dss_signature(sk.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256()))))
+        der = sk.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+        r, s = utils.decode_dss_signature(der)
         pub = sk.public_key().public_numbers()
         keys += pub.x.to_bytes(32, "big") + pub.y.to_bytes(32, "big")
         digests += digest
@@ -70,7 +71,8 @@ def time_cpu(args, reps):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--min-log", type=int, default=10)
     p.add_argument("--max-log", type=int, default=20)
     p.add_argument("--distinct", type=int, default=4096, help="signed pairs, tiled to each batch")
@@ -116,7 +118,8 @@ def main(argv=None):
             ms, out = time_cpu(host, args.cpu_reps)
             assert bool(out.all()), f"CPU: {int((~out).sum())} of {n} valid signatures failed"
             row.update(cpu_ms=ms, cpu_per_s=n / ms * 1e3)
-        ratio = row["cuda_per_s"] / row["cpu_per_s"] if "cuda_per_s" in row and "cpu_per_s" in row else None
+        both = "cuda_per_s" in row and "cpu_per_s" in row
+        ratio = row["cuda_per_s"] / row["cpu_per_s"] if both else None
         fmt = lambda k, f: format(row[k], f) if k in row else "-"  # noqa: E731
         print(f"{n:>9} {fmt('cuda_ms', '10.3f'):>10} {fmt('cuda_per_s', '16,.0f'):>16} "
               f"{fmt('cpu_ms', '10.1f'):>10} {fmt('cpu_per_s', '15,.0f'):>15} "

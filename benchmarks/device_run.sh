@@ -11,10 +11,12 @@ python3 -m pip install --no-build-isolation --no-index -e . >"$OUT/build.log" 2>
 echo "build: $(( $(date +%s) - start )) s"
 # Register, shared-memory and spill report of the kernels.
 T=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')
-nvcc -std=c++20 -arch=sm_90 -O3 --expt-relaxed-constexpr -Xptxas -v -c csrc/ops/cuda/hash_cuda.cu \
-  -I csrc -I "$T/include" -I "$T/include/torch/csrc/api/include" -I "$(python3 -c 'import sysconfig;print(sysconfig.get_paths()["include"])')" \
-  -o /tmp/hash_cuda.o >"$OUT/ptxas.txt" 2>&1
-grep -A1 "Compiling entry" "$OUT/ptxas.txt" | grep -E "registers|Compiling" | sed 's/ptxas info    ://' | cut -c1-160
+for cu in hash_cuda ecdsa_cuda; do
+  nvcc -std=c++20 -arch=sm_90 -O3 --expt-relaxed-constexpr -Xptxas -v -c csrc/ops/cuda/$cu.cu \
+    -I csrc -I "$T/include" -I "$T/include/torch/csrc/api/include" -I "$(python3 -c 'import sysconfig;print(sysconfig.get_paths()["include"])')" \
+    -o /tmp/$cu.o 2>&1
+done >"$OUT/ptxas.txt"
+grep -A3 "Compiling entry" "$OUT/ptxas.txt" | grep -E "registers|Compiling|spill" | sed 's/ptxas info    ://' | cut -c1-160
 if [ -n "${SENTRY_CTEST:-}" ]; then
   # ../shared (test vectors) does not travel; the caller carries a copy in .devshared.
   [ -e ../shared ] || ln -s "$PWD/.devshared" ../shared
@@ -31,4 +33,7 @@ if [ -n "${SENTRY_BENCH:-}" ]; then
 fi
 if [ -n "${SENTRY_GUARD_BENCH:-}" ]; then  # e.g. SENTRY_GUARD_BENCH="--device cuda --compile"
   python3 benchmarks/bench_guard.py $SENTRY_GUARD_BENCH --json "$OUT/bench_guard.json" 2>&1 | tee "$OUT/bench_guard.log"
+fi
+if [ -n "${SENTRY_ECDSA_BENCH:-}" ]; then  # e.g. SENTRY_ECDSA_BENCH="--max-log 20"
+  python3 benchmarks/bench_ecdsa.py $SENTRY_ECDSA_BENCH --json "$OUT/bench_ecdsa.json" 2>&1 | tee "$OUT/bench_ecdsa.log"
 fi

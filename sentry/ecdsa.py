@@ -148,9 +148,9 @@ def verify_messages(public_keys, messages, signatures, *, device="cpu"):
     result = [False] * len(keys)
     p256 = [i for i, k in enumerate(keys) if k.curve == "P-256"]
     if p256:
-        ok = verify_batch([keys[i] for i in p256],
-                          [hashlib.sha256(_as_bytes(msgs[i], f"message {i}")).digest() for i in p256],
-                          [sigs[i] for i in p256], device=device)
+        digests = [hashlib.sha256(_as_bytes(msgs[i], f"message {i}")).digest() for i in p256]
+        ok = verify_batch([keys[i] for i in p256], digests, [sigs[i] for i in p256],
+                          device=device)
         for i, good in zip(p256, ok.cpu().tolist()):
             result[i] = bool(good)
     for i, k in enumerate(keys):

@@ -170,12 +170,13 @@ SENTRY_HD SENTRY_INLINE Affine g_multiple(int index) {
   Affine a;
 #if defined(__CUDA_ARCH__)
   const uint4* p = reinterpret_cast<const uint4*>(kGTableDevice) + 4 * index;
-  const uint4 v[4] = {__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3)};
+  const uint4 v0 = __ldg(p), v1 = __ldg(p + 1), v2 = __ldg(p + 2), v3 = __ldg(p + 3);
+  const uint32_t words[16] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w,
+                              v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
   SENTRY_UNROLL
-  for (int i = 0; i < 2; ++i) {
-    a.x.w[4 * i] = v[i].x; a.x.w[4 * i + 1] = v[i].y; a.x.w[4 * i + 2] = v[i].z; a.x.w[4 * i + 3] = v[i].w;
-    a.y.w[4 * i] = v[i + 2].x; a.y.w[4 * i + 1] = v[i + 2].y; a.y.w[4 * i + 2] = v[i + 2].z;
-    a.y.w[4 * i + 3] = v[i + 2].w;
+  for (int i = 0; i < 8; ++i) {
+    a.x.w[i] = words[i];
+    a.y.w[i] = words[8 + i];
   }
 #else
   const uint32_t* p = kGTableHost + 16 * index;

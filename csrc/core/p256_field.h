@@ -262,7 +262,7 @@ SENTRY_HD SENTRY_INLINE U256 fp_sub(const U256& a, const U256& b) {
   return r;
 }
 
-SENTRY_HD SENTRY_INLINE U256 fp_neg(const U256& a) { return fp_sub(U256{{0, 0, 0, 0, 0, 0, 0, 0}}, a); }
+SENTRY_HD SENTRY_INLINE U256 fp_neg(const U256& a) { return fp_sub(u256_small(0), a); }
 
 SENTRY_HD SENTRY_INLINE U256 fp_to_mont(const U256& a) { return fp_mul(a, r2_mod_p()); }
 SENTRY_HD SENTRY_INLINE U256 fp_from_mont(const U256& a) { return fp_mul(a, u256_small(1)); }

@@ -254,8 +254,12 @@ void check_redc(const U256& m_words, Redc redc) {
   }
 }
 
-TEST(P256Field, MontgomeryReductionModP) { check_redc(prime_p(), [](uint32_t* t) { return fp_redc(t); }); }
-TEST(P256Field, MontgomeryReductionModN) { check_redc(order_n(), [](uint32_t* t) { return fn_redc(t); }); }
+TEST(P256Field, MontgomeryReductionModP) {
+  check_redc(prime_p(), [](uint32_t* t) { return fp_redc(t); });
+}
+TEST(P256Field, MontgomeryReductionModN) {
+  check_redc(order_n(), [](uint32_t* t) { return fn_redc(t); });
+}
 
 TEST(P256Field, ConstantsMatchTheirDefinitions) {
   const Bn p = P(), n = N();
@@ -362,7 +366,9 @@ Plain to_plain(const EC_POINT* p) {
 
 ::testing::AssertionResult same_point(const Plain& a, const Plain& b) {
   if (a.inf && b.inf) return ::testing::AssertionSuccess();
-  if (a.inf != b.inf) return ::testing::AssertionFailure() << "infinity " << a.inf << " vs " << b.inf;
+  if (a.inf != b.inf) {
+    return ::testing::AssertionFailure() << "infinity " << a.inf << " vs " << b.inf;
+  }
   if (equal(a.x, b.x) && equal(a.y, b.y)) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "coordinates differ";
 }
@@ -547,7 +553,8 @@ TEST(P256Verify, OpenSSLSignaturesVerifyAndEveryBitFlipFails) {
     // One random bit in each of r, s, the digest and the key.
     for (int part = 0; part < 4; ++part) {
       Case bad = good;
-      uint8_t* base = part == 0 ? bad.sig : part == 1 ? bad.sig + 32 : part == 2 ? bad.digest : bad.pub;
+      uint8_t* const bases[4] = {bad.sig, bad.sig + 32, bad.digest, bad.pub};
+      uint8_t* base = bases[part];
       const int bytes = part == 3 ? 64 : 32;
       const int bit = int(rng()() % (8 * bytes));
       base[bit / 8] ^= uint8_t(1u << (bit % 8));
@@ -679,7 +686,8 @@ TEST(P256Verify, ResultAtInfinityIsRejected) {
   BN_bn2binpad(e.get(), c.digest, 32);
   const VerifyInput in = read_input(c.pub, c.digest, c.sig);
   const U256 w = fn_inv(fn_to_mont(in.s));
-  EXPECT_TRUE(is_infinity(mul_add(fn_mul(in.e, w), fn_mul(in.r, w), {fp_to_mont(in.x), fp_to_mont(in.y)})));
+  const Affine q{fp_to_mont(in.x), fp_to_mont(in.y)};
+  EXPECT_TRUE(is_infinity(mul_add(fn_mul(in.e, w), fn_mul(in.r, w), q)));
   EXPECT_FALSE(run(c));
 }
 
@@ -695,7 +703,9 @@ std::string read_file(const std::string& path) {
 
 std::vector<uint8_t> unhex(const std::string& h) {
   std::vector<uint8_t> out(h.size() / 2);
-  for (size_t i = 0; i < out.size(); ++i) out[i] = uint8_t(std::stoi(h.substr(2 * i, 2), nullptr, 16));
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = uint8_t(std::stoi(h.substr(2 * i, 2), nullptr, 16));
+  }
   return out;
 }
 
@@ -796,7 +806,9 @@ void check_wycheproof(const std::string& file, bool der) {
   EXPECT_GT(unparsed, 0);
 }
 
-TEST(P256Wycheproof, DerCases) { check_wycheproof("wycheproof_ecdsa_secp256r1_sha256_test.json", true); }
+TEST(P256Wycheproof, DerCases) {
+  check_wycheproof("wycheproof_ecdsa_secp256r1_sha256_test.json", true);
+}
 TEST(P256Wycheproof, P1363Cases) {
   check_wycheproof("wycheproof_ecdsa_secp256r1_sha256_p1363_test.json", false);
 }

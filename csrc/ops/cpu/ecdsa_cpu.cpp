@@ -55,9 +55,10 @@ class Verifier {
   bool check(const uint8_t* pub, const uint8_t* digest, const uint8_t* sig) {
     if (!BN_bin2bn(pub, 32, x_.get()) || !BN_bin2bn(pub + 32, 32, y_.get())) return false;
     if (BN_cmp(x_.get(), p_.get()) >= 0 || BN_cmp(y_.get(), p_.get()) >= 0) return false;
-    if (EC_POINT_set_affine_coordinates(group_, point_.get(), x_.get(), y_.get(), ctx_.get()) != 1 ||
-        EC_POINT_is_on_curve(group_, point_.get(), ctx_.get()) != 1 ||
-        EC_KEY_set_public_key(key_.get(), point_.get()) != 1) {
+    EC_POINT* q = point_.get();
+    if (EC_POINT_set_affine_coordinates(group_, q, x_.get(), y_.get(), ctx_.get()) != 1 ||
+        EC_POINT_is_on_curve(group_, q, ctx_.get()) != 1 ||
+        EC_KEY_set_public_key(key_.get(), q) != 1) {
       return false;
     }
     BnPtr r(BN_bin2bn(sig, 32, nullptr)), s(BN_bin2bn(sig + 32, 32, nullptr));

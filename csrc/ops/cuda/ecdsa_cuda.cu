@@ -31,6 +31,11 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 128;
+// Blocks per SM that ptxas must fit (register cap 65536 / (kThreads * this)). 1 leaves it the
+// 150 registers it wants (3 blocks fit); 4 caps it at 128, with a few spills. For measuring.
+#ifndef SENTRY_ECDSA_MIN_BLOCKS
+#define SENTRY_ECDSA_MIN_BLOCKS 1
+#endif
 
 __device__ SENTRY_INLINE uint32_t bswap(uint32_t x) { return __byte_perm(x, 0, 0x0123); }
 
@@ -51,7 +56,7 @@ __device__ SENTRY_INLINE p256::U256 load_be(const uint8_t* p, bool aligned) {
   return r;
 }
 
-__global__ void __launch_bounds__(kThreads) ecdsa_verify_kernel(
+__global__ void __launch_bounds__(kThreads, SENTRY_ECDSA_MIN_BLOCKS) ecdsa_verify_kernel(
     const uint8_t* __restrict__ pub, const uint8_t* __restrict__ digest,
     const uint8_t* __restrict__ sig, bool* __restrict__ out, int64_t rows, bool aligned) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
@@ -64,7 +69,9 @@ __global__ void __launch_bounds__(kThreads) ecdsa_verify_kernel(
   out[i] = p256::verify(in);
 }
 
-bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0; }
+bool aligned16(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
+}
 
 at::Tensor ecdsa_p256_verify_cuda(const at::Tensor& public_keys, const at::Tensor& digests,
                                   const at::Tensor& signatures) {
@@ -78,7 +85,8 @@ at::Tensor ecdsa_p256_verify_cuda(const at::Tensor& public_keys, const at::Tenso
   TORCH_CHECK(blocks < (int64_t(1) << 31), "sentry.ecdsa_p256_verify: ", std::to_string(in.rows),
               " rows are too many for one launch; verify them in parts");
   // Rows are 64 and 32 bytes, so 16-byte alignment of each base aligns every row.
-  const bool aligned = aligned16(in.public_keys) && aligned16(in.digests) && aligned16(in.signatures);
+  const bool aligned =
+      aligned16(in.public_keys) && aligned16(in.digests) && aligned16(in.signatures);
   ecdsa_verify_kernel<<<static_cast<unsigned>(blocks), kThreads, 0,
                         c10::cuda::getCurrentCUDAStream()>>>(
       in.public_keys.const_data_ptr<uint8_t>(), in.digests.const_data_ptr<uint8_t>(),
