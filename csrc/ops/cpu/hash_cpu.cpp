@@ -6,7 +6,6 @@
 // that is the same tree). BLAKE3 leaves run the shared core over SIMD lanes; sha256-tree leaves
 // and nodes go through OpenSSL's SHA-256, which uses the CPU's SHA extensions where present.
 #include <ATen/Parallel.h>
-#include <openssl/sha.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -14,6 +13,7 @@
 #include "../../core/tree.h"
 #include "../hash_common.h"
 #include "blake3_simd.h"
+#include "sha256_openssl.h"
 
 namespace sentry {
 namespace cpu {
@@ -27,45 +27,6 @@ struct HostLoader {
   void load_le(uint64_t offset, uint32_t w[16]) const { memcpy(w, base + offset, 64); }
 };
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the host loader assumes little-endian");
-
-// Node value of a SHA-256 digest: its big-endian words, as the shared core keeps them.
-void sha256_digest_to_node(const uint8_t digest[32], uint32_t out[8]) {
-  for (int i = 0; i < 8; ++i) out[i] = sha256::load_be32(digest + 4 * i);
-}
-
-// sha256-tree with OpenSSL doing the SHA-256 (same tree, leaf and node definitions as
-// core/tree.h's Sha256Tree, which the GPU runs and GoogleTest checks against this).
-struct Sha256TreeOpenSSL {
-  static constexpr uint64_t kLeafBytes = Sha256Tree::kLeafBytes;
-  template <class Loader>
-  static void leaf(const Loader& ld, uint64_t offset, uint32_t len, uint64_t, bool,
-                   uint32_t out[8]) {
-    uint8_t digest[32];
-    SHA256_CTX ctx;
-    SHA256_Init(&ctx);
-    if (len > 0) {
-      const uint8_t prefix = 0x00;
-      SHA256_Update(&ctx, &prefix, 1);
-      SHA256_Update(&ctx, ld.base + offset, len);
-    }
-    SHA256_Final(digest, &ctx);
-    sha256_digest_to_node(digest, out);
-  }
-  static void combine(const uint32_t l[8], const uint32_t r[8], bool, uint32_t out[8]) {
-    uint8_t msg[65], digest[32];
-    msg[0] = 0x01;
-    sha256::digest_bytes(l, msg + 1);
-    sha256::digest_bytes(r, msg + 33);
-    // Not the one-shot SHA256(): in OpenSSL 3 it goes through EVP, whose per-call cost is a
-    // fifth of a 4 KiB leaf's.
-    SHA256_CTX ctx;
-    SHA256_Init(&ctx);
-    SHA256_Update(&ctx, msg, sizeof msg);
-    SHA256_Final(digest, &ctx);
-    sha256_digest_to_node(digest, out);
-  }
-  static void digest(const uint32_t node[8], uint8_t out[32]) { sha256::digest_bytes(node, out); }
-};
 
 // Leaves [first, first + count) of one segment into nodes.
 template <class Tree>
