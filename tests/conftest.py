@@ -50,3 +50,18 @@ def b3():
 def rng():
     return np.random.default_rng(1234)
 
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """Two P-256 key pairs written as PEM: {"alice": (private, public), "mallory": ...}."""
+    from sentry.crypto import PrivateKey, write_private_key, write_public_key
+
+    d = tmp_path_factory.mktemp("keys")
+    out = {}
+    for who in ("alice", "mallory"):
+        key = PrivateKey.generate("P-256")
+        write_private_key(d / f"{who}.pem", key)
+        write_public_key(d / f"{who}.pub", key.public_key())
+        out[who] = (str(d / f"{who}.pem"), str(d / f"{who}.pub"))
+    return out

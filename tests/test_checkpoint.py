@@ -11,22 +11,9 @@ import torch
 
 import sentry
 from sentry import bundle, checkpoint, safetensors_format
-from sentry.crypto import PrivateKey
 from sentry.errors import VerificationError
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    out = {}
-    for who in ("alice", "mallory"):
-        key = PrivateKey.generate("P-256")
-        sentry.crypto.write_private_key(d / f"{who}.pem", key)
-        sentry.crypto.write_public_key(d / f"{who}.pub", key.public_key())
-        out[who] = (str(d / f"{who}.pem"), str(d / f"{who}.pub"))
-    return out
 
 
 def _state(device="cpu"):

@@ -12,7 +12,6 @@ import torch
 import reference
 import sentry
 from sentry import IntegrityGuard
-from sentry.crypto import PrivateKey
 from sentry.errors import FormatError, VerificationError
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
@@ -38,18 +37,6 @@ def net(device="cpu"):
 def flip(t, byte=5, bit=2):
     with torch.no_grad():
         t.view(-1).view(torch.uint8)[byte] ^= 1 << bit
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    out = {}
-    for who in ("alice", "mallory"):
-        key = PrivateKey.generate("P-256")
-        sentry.crypto.write_private_key(d / f"{who}.pem", key)
-        sentry.crypto.write_public_key(d / f"{who}.pub", key.public_key())
-        out[who] = (str(d / f"{who}.pem"), str(d / f"{who}.pub"))
-    return out
 
 
 @pytest.mark.parametrize("device", DEVICES)

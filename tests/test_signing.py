@@ -11,24 +11,10 @@ import sys
 import pytest
 import torch
 
-import sentry
-from sentry.crypto import PrivateKey
 from sentry.errors import FormatError, VerificationError
 from sentry.signing import sign_files, sign_model, verify_files, verify_model
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    out = {}
-    for who in ("alice", "mallory"):
-        key = PrivateKey.generate("P-256")
-        sentry.crypto.write_private_key(d / f"{who}.pem", key)
-        sentry.crypto.write_public_key(d / f"{who}.pub", key.public_key())
-        out[who] = (str(d / f"{who}.pem"), str(d / f"{who}.pub"))
-    return out
 
 
 def _state(device):
