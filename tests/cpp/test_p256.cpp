@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "p256.h"
+#include "wycheproof.h"
 
 namespace {
 
@@ -693,103 +694,20 @@ TEST(P256Verify, ResultAtInfinityIsRejected) {
 
 // ---- Wycheproof -----------------------------------------------------------------------------
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  EXPECT_TRUE(f.good()) << "cannot open " << path;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::vector<uint8_t> unhex(const std::string& h) {
-  std::vector<uint8_t> out(h.size() / 2);
-  for (size_t i = 0; i < out.size(); ++i) {
-    out[i] = uint8_t(std::stoi(h.substr(2 * i, 2), nullptr, 16));
-  }
-  return out;
-}
-
-struct WycheproofCase {
-  int id;
-  std::string key;  // uncompressed point, hex
-  std::vector<uint8_t> msg, sig;
-  std::string result;
-};
-
-// The string value after `"name" : "` at or after pos (the files' layout), or "" at the end.
-std::string string_field(const std::string& json, const std::string& name, size_t* pos) {
-  const std::string tag = "\"" + name + "\": \"";
-  const size_t at = json.find(tag, *pos);
-  if (at == std::string::npos) return "";
-  const size_t start = at + tag.size();
-  const size_t end = json.find('"', start);
-  *pos = end;
-  return json.substr(start, end - start);
-}
-
-// Walks the file in order: a group's "uncompressed" key applies to the tests after it; each
-// test is "tcId", then "msg", "sig" and "result". The count is checked against numberOfTests.
-std::vector<WycheproofCase> load_wycheproof(const std::string& name) {
-  const std::string json =
-      read_file(std::string(SENTRY_SOURCE_DIR) + "/../shared/vectors/" + name);
-  std::vector<WycheproofCase> cases;
-  std::string key;
-  size_t pos = 0;
-  for (;;) {
-    const size_t next_key = json.find("\"uncompressed\": \"", pos);
-    const size_t next_test = json.find("\"tcId\": ", pos);
-    if (next_test == std::string::npos) break;
-    if (next_key != std::string::npos && next_key < next_test) {
-      key = string_field(json, "uncompressed", &pos);
-      continue;
-    }
-    WycheproofCase c;
-    c.id = std::stoi(json.substr(next_test + 8));
-    pos = next_test + 8;
-    c.key = key;
-    c.msg = unhex(string_field(json, "msg", &pos));
-    c.sig = unhex(string_field(json, "sig", &pos));
-    c.result = string_field(json, "result", &pos);
-    cases.push_back(std::move(c));
-  }
-  const size_t n_at = json.find("\"numberOfTests\": ");
-  EXPECT_NE(n_at, std::string::npos);
-  EXPECT_EQ(cases.size(), size_t(std::stoi(json.substr(n_at + 17)))) << name;
-  return cases;
-}
-
-// r || s from a DER signature under OpenSSL's strict rules (parse, nothing left over, and the
-// re-encoding is identical), each at most 32 bytes; false when it is not one.
-bool der_to_raw(const std::vector<uint8_t>& der, uint8_t out[64]) {
-  const unsigned char* p = der.data();
-  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, long(der.size()));
-  if (sig == nullptr) return false;
-  bool ok = p == der.data() + der.size();
-  unsigned char* again = nullptr;
-  const int len = i2d_ECDSA_SIG(sig, &again);
-  ok = ok && len == int(der.size()) && std::memcmp(again, der.data(), der.size()) == 0;
-  OPENSSL_free(again);
-  const BIGNUM *r, *s;
-  ECDSA_SIG_get0(sig, &r, &s);
-  ok = ok && BN_bn2binpad(r, out, 32) == 32 && BN_bn2binpad(s, out + 32, 32) == 32;
-  ECDSA_SIG_free(sig);
-  return ok;
-}
-
 void check_wycheproof(const std::string& file, bool der) {
-  const auto cases = load_wycheproof(file);
+  const auto cases = sentry::test::load_wycheproof(file);
   ASSERT_FALSE(cases.empty());
   int valid = 0, invalid = 0, unparsed = 0;
   for (const auto& c : cases) {
     Case in;
-    const auto key = unhex(c.key);
+    const auto key = sentry::test::unhex(c.key);
     ASSERT_EQ(key.size(), 65u);
     ASSERT_EQ(key[0], 4);
     std::memcpy(in.pub, key.data() + 1, 64);
     SHA256(c.msg.data(), c.msg.size(), in.digest);
     bool parsed;
     if (der) {
-      parsed = der_to_raw(c.sig, in.sig);
+      parsed = sentry::test::der_to_raw(c.sig, in.sig);
     } else {
       parsed = c.sig.size() == 64;
       if (parsed) std::memcpy(in.sig, c.sig.data(), 64);
