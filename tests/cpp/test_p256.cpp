@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "p256.h"
-#include "wycheproof.h"
+#include "p256_cases.h"
 
 namespace {
 
@@ -511,40 +511,13 @@ TEST(P256Point, JointMultiplicationMatchesOpenSSL) {
 
 // ---- verify ---------------------------------------------------------------------------------
 
-struct Case {
-  uint8_t pub[64], digest[32], sig[64];
-};
+using sentry::test::Case;
+using sentry::test::Key;
+using sentry::test::new_key;
 
 bool run(const Case& c) { return verify(c.pub, c.digest, c.sig); }
 
-Case signed_case(EC_KEY* key) {
-  Case c;
-  for (auto& b : c.digest) b = uint8_t(rng()());
-  ECDSA_SIG* sig = ECDSA_do_sign(c.digest, 32, key);
-  EXPECT_NE(sig, nullptr);
-  const BIGNUM *r, *s;
-  ECDSA_SIG_get0(sig, &r, &s);
-  BN_bn2binpad(r, c.sig, 32);
-  BN_bn2binpad(s, c.sig + 32, 32);
-  ECDSA_SIG_free(sig);
-  Bn x(BN_new()), y(BN_new());
-  EC_POINT_get_affine_coordinates(ctx().group, EC_KEY_get0_public_key(key), x.get(), y.get(),
-                                  ctx().bn);
-  BN_bn2binpad(x.get(), c.pub, 32);
-  BN_bn2binpad(y.get(), c.pub + 32, 32);
-  return c;
-}
-
-struct KeyFree {
-  void operator()(EC_KEY* k) const { EC_KEY_free(k); }
-};
-using Key = std::unique_ptr<EC_KEY, KeyFree>;
-
-Key new_key() {
-  Key k(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));
-  EXPECT_EQ(EC_KEY_generate_key(k.get()), 1);
-  return k;
-}
+Case signed_case(EC_KEY* key) { return sentry::test::openssl_signed_case(key, rng()); }
 
 TEST(P256Verify, OpenSSLSignaturesVerifyAndEveryBitFlipFails) {
   for (int i = 0; i < 60; ++i) {
@@ -554,11 +527,7 @@ TEST(P256Verify, OpenSSLSignaturesVerifyAndEveryBitFlipFails) {
     // One random bit in each of r, s, the digest and the key.
     for (int part = 0; part < 4; ++part) {
       Case bad = good;
-      uint8_t* const bases[4] = {bad.sig, bad.sig + 32, bad.digest, bad.pub};
-      uint8_t* base = bases[part];
-      const int bytes = part == 3 ? 64 : 32;
-      const int bit = int(rng()() % (8 * bytes));
-      base[bit / 8] ^= uint8_t(1u << (bit % 8));
+      const int bit = sentry::test::flip_random_bit(&bad, part, rng());
       EXPECT_FALSE(run(bad)) << "part " << part << " bit " << bit;
     }
   }
@@ -653,17 +622,10 @@ TEST(P256Verify, DigestIsReducedModN) {
   // A digest below 2^256 - n (top word 0), signed by OpenSSL; e + n is the same e mod n.
   Key key = new_key();
   for (int i = 0; i < 5; ++i) {
-    Case good;
-    for (auto& b : good.digest) b = uint8_t(rng()());
-    std::memset(good.digest, 0, 4);
-    ECDSA_SIG* sig = ECDSA_do_sign(good.digest, 32, key.get());
-    ASSERT_NE(sig, nullptr);
-    const BIGNUM *r, *s;
-    ECDSA_SIG_get0(sig, &r, &s);
-    BN_bn2binpad(r, good.sig, 32);
-    BN_bn2binpad(s, good.sig + 32, 32);
-    ECDSA_SIG_free(sig);
-    std::memcpy(good.pub, signed_case(key.get()).pub, 64);
+    uint8_t digest[32];
+    for (auto& b : digest) b = uint8_t(rng()());
+    std::memset(digest, 0, 4);
+    const Case good = sentry::test::openssl_signed_case(key.get(), digest);
     uint32_t carry;
     const U256 e_plus_n = add_raw(from_be_bytes(good.digest), order_n(), &carry);
     ASSERT_EQ(carry, 0u);
@@ -700,18 +662,7 @@ void check_wycheproof(const std::string& file, bool der) {
   int valid = 0, invalid = 0, unparsed = 0;
   for (const auto& c : cases) {
     Case in;
-    const auto key = sentry::test::unhex(c.key);
-    ASSERT_EQ(key.size(), 65u);
-    ASSERT_EQ(key[0], 4);
-    std::memcpy(in.pub, key.data() + 1, 64);
-    SHA256(c.msg.data(), c.msg.size(), in.digest);
-    bool parsed;
-    if (der) {
-      parsed = sentry::test::der_to_raw(c.sig, in.sig);
-    } else {
-      parsed = c.sig.size() == 64;
-      if (parsed) std::memcpy(in.sig, c.sig.data(), 64);
-    }
+    const bool parsed = sentry::test::wycheproof_case(c, der, &in);
     const bool got = parsed && run(in);
     ASSERT_NE(c.result, "acceptable") << "tcId " << c.id << ": decide and document it";
     const bool want = c.result == "valid";

@@ -8,10 +8,6 @@
 // Skips when no CUDA device is present (CI builds and lists it; the GPU machine runs it).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
-#include <openssl/ec.h>
-#include <openssl/ecdsa.h>
-#include <openssl/obj_mac.h>
-#include <openssl/sha.h>
 
 #include <cstring>
 #include <random>
@@ -19,13 +15,11 @@
 #include <vector>
 
 #include "../../csrc/ops/cuda/ecdsa_kernel.cuh"
-#include "wycheproof.h"
+#include "p256_cases.h"
 
 namespace {
 
-struct Row {
-  uint8_t pub[64], digest[32], sig[64];
-};
+using sentry::test::Case;
 
 #define SKIP_WITHOUT_GPU()                                                         \
   do {                                                                             \
@@ -44,7 +38,7 @@ struct Row {
 
 // Device buffers holding the rows at `offset` bytes past a 256-byte aligned base: 0 takes the
 // kernel's 16-byte load path, anything else not a multiple of 16 the bytewise one.
-void gpu_verify(const std::vector<Row>& rows, int offset, std::vector<bool>* out) {
+void gpu_verify(const std::vector<Case>& rows, int offset, std::vector<bool>* out) {
   const size_t n = rows.size();
   std::vector<uint8_t> pub(64 * n), digest(32 * n), sig(64 * n);
   for (size_t i = 0; i < n; ++i) {
@@ -81,30 +75,24 @@ void gpu_verify(const std::vector<Row>& rows, int offset, std::vector<bool>* out
   }
 }
 
-bool host_verify(const Row& r) { return sentry::p256::verify(r.pub, r.digest, r.sig); }
+bool host_verify(const Case& r) { return sentry::p256::verify(r.pub, r.digest, r.sig); }
 
 void check_wycheproof(const std::string& file, bool der) {
   const auto cases = sentry::test::load_wycheproof(file);
   ASSERT_FALSE(cases.empty());
   // Signatures that do not parse never reach the kernel (the Python helper gives false for
   // them too); every other case is one row.
-  std::vector<Row> rows;
+  std::vector<Case> rows;
   std::vector<const sentry::test::WycheproofCase*> of_row;
   int unparsed_valid = 0;
   for (const auto& c : cases) {
     ASSERT_NE(c.result, "acceptable") << "tcId " << c.id << ": decide and document it";
-    Row r;
-    const auto key = sentry::test::unhex(c.key);
-    ASSERT_EQ(key.size(), 65u);
-    std::memcpy(r.pub, key.data() + 1, 64);
-    SHA256(c.msg.data(), c.msg.size(), r.digest);
-    const bool parsed = der ? sentry::test::der_to_raw(c.sig, r.sig) : c.sig.size() == 64;
-    if (!parsed) {
+    Case row;
+    if (!sentry::test::wycheproof_case(c, der, &row)) {
       unparsed_valid += c.result == "valid";
       continue;
     }
-    if (!der) std::memcpy(r.sig, c.sig.data(), 64);
-    rows.push_back(r);
+    rows.push_back(row);
     of_row.push_back(&c);
   }
   EXPECT_EQ(unparsed_valid, 0) << file << ": a valid case did not parse";
@@ -138,38 +126,16 @@ TEST(P256Cuda, WycheproofP1363) {
 TEST(P256Cuda, OpenSSLSignaturesVerifyAndBitFlipsFail) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(20261125);
-  std::vector<Row> good;
+  std::vector<Case> good;
   for (int k = 0; k < 512; ++k) {
-    EC_KEY* key = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
-    ASSERT_EQ(EC_KEY_generate_key(key), 1);
-    Row r;
-    const EC_POINT* q = EC_KEY_get0_public_key(key);
-    uint8_t point[65];
-    ASSERT_EQ(EC_POINT_point2oct(EC_KEY_get0_group(key), q, POINT_CONVERSION_UNCOMPRESSED, point,
-                                 sizeof point, nullptr),
-              sizeof point);
-    std::memcpy(r.pub, point + 1, 64);
-    for (int m = 0; m < 8; ++m) {
-      for (auto& b : r.digest) b = uint8_t(rng());
-      ECDSA_SIG* sig = ECDSA_do_sign(r.digest, 32, key);
-      ASSERT_NE(sig, nullptr);
-      const BIGNUM *sr, *ss;
-      ECDSA_SIG_get0(sig, &sr, &ss);
-      ASSERT_EQ(BN_bn2binpad(sr, r.sig, 32), 32);
-      ASSERT_EQ(BN_bn2binpad(ss, r.sig + 32, 32), 32);
-      ECDSA_SIG_free(sig);
-      good.push_back(r);
-    }
-    EC_KEY_free(key);
+    const sentry::test::Key key = sentry::test::new_key();
+    for (int m = 0; m < 8; ++m) good.push_back(sentry::test::openssl_signed_case(key.get(), rng));
   }
-  std::vector<Row> rows = good;
-  for (const Row& g : good) {
+  std::vector<Case> rows = good;
+  for (const Case& g : good) {
     for (int part = 0; part < 4; ++part) {
-      Row bad = g;
-      uint8_t* const bases[4] = {bad.sig, bad.sig + 32, bad.digest, bad.pub};
-      const int bits = part == 3 ? 512 : 256;
-      const int bit = int(rng() % bits);
-      bases[part][bit / 8] ^= uint8_t(1u << (bit % 8));
+      Case bad = g;
+      sentry::test::flip_random_bit(&bad, part, rng);
       rows.push_back(bad);
     }
   }
