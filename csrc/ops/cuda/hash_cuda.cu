@@ -9,8 +9,9 @@
 // a per-level prefix sum of group counts (or by division, for the equal rows of hash_rows).
 //
 // The per-tensor table (data pointers, sizes, prefix sums) is computed on the host from
-// metadata alone and reaches the device as kernel parameters of small upload kernels: no host
-// sync, no pinned buffer to keep alive, and a captured CUDA graph holds its own copy.
+// metadata alone and reaches the device as kernel parameters of small upload kernels
+// (upload.cuh): no host sync, no pinned buffer to keep alive, and a captured CUDA graph holds
+// its own copy.
 // Only the stream and launch-check headers: ATen/cuda/CUDAContext.h would pull in the cuBLAS,
 // cuSPARSE and cuSOLVER headers, which a bare nvcc install (the CPU CI's compile check) lacks.
 #include <c10/cuda/CUDAException.h>
@@ -22,6 +23,7 @@
 
 #include "../../core/tree.h"
 #include "../hash_common.h"
+#include "upload.cuh"
 
 namespace sentry {
 namespace cuda {
@@ -255,32 +257,6 @@ __global__ void __launch_bounds__(kStagedThreads) staged_rows_kernel(
   write_group_result<Tree>(nodes, true, digests + 32ull * blockIdx.x, nullptr);
 }
 
-// Kernel parameters carry the host-built table to the device (see the file comment).
-constexpr int kUploadWords = 3900;  // 31,200 bytes: inside the 32 KiB parameter limit
-struct UploadChunk {
-  uint64_t words[kUploadWords];
-};
-static_assert(sizeof(UploadChunk) + 16 < 32764, "kernel parameters over CUDA's limit");
-
-__global__ void upload_kernel(const __grid_constant__ UploadChunk chunk, int count, uint64_t* dst) {
-  for (int i = threadIdx.x; i < count; i += blockDim.x) dst[i] = chunk.words[i];
-}
-
-at::Tensor upload(const std::vector<uint64_t>& host, const at::Device& device,
-                  cudaStream_t stream) {
-  at::Tensor table = at::empty({static_cast<int64_t>(host.size())},
-                               at::TensorOptions().dtype(at::kLong).device(device));
-  uint64_t* dst = reinterpret_cast<uint64_t*>(table.data_ptr<int64_t>());
-  for (size_t at = 0; at < host.size(); at += kUploadWords) {
-    UploadChunk chunk;
-    const int count = static_cast<int>(std::min<size_t>(kUploadWords, host.size() - at));
-    memcpy(chunk.words, host.data() + at, count * sizeof(uint64_t));
-    upload_kernel<<<1, 256, 0, stream>>>(chunk, count, dst + at);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return table;
-}
-
 // Group counts per level for a segment of `nbytes`: level 0 groups its leaves, level k groups
 // the results of level k-1; a level whose input is a single node has no group.
 template <class Tree>
@@ -351,7 +327,7 @@ void hash_list(const std::vector<at::Tensor>& inputs, uint8_t* digests, const at
       prefix[i + 1] = prefix[i] + (l < per_seg[i].size() ? per_seg[i][l] : 0);
     level_groups[l] = prefix[n];
   }
-  const at::Tensor device_table = upload(table, device, stream);
+  const at::Tensor device_table = cuda_upload::upload(table, device, stream);
   const uint64_t* t = reinterpret_cast<const uint64_t*>(device_table.const_data_ptr<int64_t>());
   Segments segs{t, t + n, nullptr, 0, 0, false};
   std::vector<Level> levels;

@@ -4,9 +4,8 @@
 // of that level of every shard (one thread a node; a node lives in the slot of its first leaf);
 // a last launch writes each piece's value. All on the current stream, no host sync.
 //
-// The per-shard table is built on the host from metadata and reaches the device as kernel
-// parameters of small upload kernels (as cuda/hash_cuda.cu does, for the same reasons: no
-// pinned buffer to keep alive, and a captured graph holds its own copy).
+// The per-shard table is built on the host from metadata and reaches the device through
+// upload.cuh, as hash_cuda.cu's per-tensor table does.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "../subtree_common.h"
+#include "upload.cuh"
 
 namespace sentry {
 namespace cuda_subtree {
@@ -125,30 +125,6 @@ __global__ void __launch_bounds__(kThreads) pieces_kernel(Table t, uint64_t coun
   for (int i = 0; i < 32; ++i) out[32 * p + i] = bytes[i];
 }
 
-constexpr int kUploadWords = 3900;  // 31,200 bytes: inside the 32 KiB parameter limit
-struct UploadChunk {
-  uint64_t words[kUploadWords];
-};
-
-__global__ void upload_kernel(const __grid_constant__ UploadChunk chunk, int count, uint64_t* dst) {
-  for (int i = threadIdx.x; i < count; i += blockDim.x) dst[i] = chunk.words[i];
-}
-
-at::Tensor upload(const std::vector<uint64_t>& host, const at::Device& device,
-                  cudaStream_t stream) {
-  at::Tensor table = at::empty({static_cast<int64_t>(std::max<size_t>(host.size(), 1))},
-                               at::TensorOptions().dtype(at::kLong).device(device));
-  uint64_t* dst = reinterpret_cast<uint64_t*>(table.data_ptr<int64_t>());
-  for (size_t at = 0; at < host.size(); at += kUploadWords) {
-    UploadChunk chunk;
-    const int count = static_cast<int>(std::min<size_t>(kUploadWords, host.size() - at));
-    memcpy(chunk.words, host.data() + at, count * sizeof(uint64_t));
-    upload_kernel<<<1, 256, 0, stream>>>(chunk, count, dst + at);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return table;
-}
-
 unsigned int blocks_for(uint64_t threads) {
   const uint64_t blocks = ceil_div(threads, kThreads);
   TORCH_CHECK(blocks < (1ull << 31), "sentry.hash_subtrees: input too large for one launch");
@@ -191,7 +167,7 @@ at::Tensor hash_subtrees_impl(const std::vector<at::Tensor>& inputs, at::IntArra
     for (const Piece& piece : p.pieces) *piece_slot++ = p.slot_base + piece.first_leaf - p.leaves.first;
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const at::Tensor device_table = upload(host, device, stream);
+  const at::Tensor device_table = cuda_upload::upload(host, device, stream);
   const uint64_t* d = reinterpret_cast<const uint64_t*>(device_table.const_data_ptr<int64_t>());
   const Table t{d, d + n, d + 2 * n, d + 3 * n, d + 4 * n, d + 5 * n + 1,
                 d + 5 * n + 1 + depth * (n + 1), n};
