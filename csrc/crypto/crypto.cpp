@@ -6,6 +6,7 @@
 // that a stale error never shows up in a later message. Nothing here prints, logs, or puts key
 // material (PEM, DER of private keys, passwords) in a message.
 #include "crypto.h"
+#include "openssl_ptr.h"
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
@@ -30,19 +31,15 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // RAII
 // ---------------------------------------------------------------------------------------------
-template <class T, void (*Free)(T*)>
-struct Deleter {
-  void operator()(T* p) const { Free(p); }
-};
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
-using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, Deleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX, EVP_MD_CTX_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
-using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
-using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
-using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, Deleter<ECDSA_SIG, ECDSA_SIG_free>>;
-using BnPtr = std::unique_ptr<BIGNUM, Deleter<BIGNUM, BN_free>>;
+using BioPtr = OpensslPtr<BIO, BIO_free_all>;
+using PkeyPtr = OpensslPtr<EVP_PKEY, EVP_PKEY_free>;
+using PkeyCtxPtr = OpensslPtr<EVP_PKEY_CTX, EVP_PKEY_CTX_free>;
+using MdCtxPtr = OpensslPtr<EVP_MD_CTX, EVP_MD_CTX_free>;
+using X509Ptr = OpensslPtr<X509, X509_free>;
+using StorePtr = OpensslPtr<X509_STORE, X509_STORE_free>;
+using StoreCtxPtr = OpensslPtr<X509_STORE_CTX, X509_STORE_CTX_free>;
+using EcdsaSigPtr = OpensslPtr<ECDSA_SIG, ECDSA_SIG_free>;
+using BnPtr = OpensslPtr<BIGNUM, BN_free>;
 
 struct X509StackDeleter {
   void operator()(STACK_OF(X509) * s) const { sk_X509_pop_free(s, X509_free); }

@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "../../csrc/crypto/openssl_ptr.h"
+
 namespace sentry {
 namespace test {
 
@@ -29,10 +31,7 @@ struct Case {
   uint8_t pub[64], digest[32], sig[64];
 };
 
-struct KeyFree {
-  void operator()(EC_KEY* k) const { EC_KEY_free(k); }
-};
-using Key = std::unique_ptr<EC_KEY, KeyFree>;
+using Key = OpensslPtr<EC_KEY, EC_KEY_free>;
 
 inline Key new_key() {
   Key k(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));

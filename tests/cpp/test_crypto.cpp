@@ -21,24 +21,16 @@
 #include <utility>
 #include <vector>
 
+#include "../../csrc/crypto/openssl_ptr.h"
 #include "sentry/crypto.h"
 
 namespace {
 
 using namespace sentry::crypto;
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct X509Free {
-  void operator()(X509* p) const { X509_free(p); }
-};
-struct BioFree {
-  void operator()(BIO* p) const { BIO_free_all(p); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using Cert = std::unique_ptr<X509, X509Free>;
-using Bio = std::unique_ptr<BIO, BioFree>;
+using Pkey = sentry::OpensslPtr<EVP_PKEY, EVP_PKEY_free>;
+using Cert = sentry::OpensslPtr<X509, X509_free>;
+using Bio = sentry::OpensslPtr<BIO, BIO_free_all>;
 
 const Curve kCurves[] = {Curve::kP256, Curve::kP384, Curve::kP521};
 

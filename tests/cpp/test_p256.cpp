@@ -31,14 +31,8 @@ namespace mp = sentry::mp;
 
 // ---- OpenSSL helpers ------------------------------------------------------------------------
 
-struct BnFree {
-  void operator()(BIGNUM* b) const { BN_free(b); }
-};
-struct PointFree {
-  void operator()(EC_POINT* p) const { EC_POINT_free(p); }
-};
-using Bn = std::unique_ptr<BIGNUM, BnFree>;
-using Point = std::unique_ptr<EC_POINT, PointFree>;
+using Bn = sentry::OpensslPtr<BIGNUM, BN_free>;
+using Point = sentry::OpensslPtr<EC_POINT, EC_POINT_free>;
 
 struct Ctx {
   BN_CTX* bn = BN_CTX_new();

@@ -15,21 +15,18 @@
 
 #include <memory>
 
+#include "../../crypto/openssl_ptr.h"
 #include "../ecdsa_common.h"
 
 namespace sentry {
 namespace cpu {
 namespace {
 
-template <class T, void (*Free)(T*)>
-struct Deleter {
-  void operator()(T* p) const { Free(p); }
-};
-using EcKeyPtr = std::unique_ptr<EC_KEY, Deleter<EC_KEY, EC_KEY_free>>;
-using PointPtr = std::unique_ptr<EC_POINT, Deleter<EC_POINT, EC_POINT_free>>;
-using BnPtr = std::unique_ptr<BIGNUM, Deleter<BIGNUM, BN_free>>;
-using BnCtxPtr = std::unique_ptr<BN_CTX, Deleter<BN_CTX, BN_CTX_free>>;
-using SigPtr = std::unique_ptr<ECDSA_SIG, Deleter<ECDSA_SIG, ECDSA_SIG_free>>;
+using EcKeyPtr = OpensslPtr<EC_KEY, EC_KEY_free>;
+using PointPtr = OpensslPtr<EC_POINT, EC_POINT_free>;
+using BnPtr = OpensslPtr<BIGNUM, BN_free>;
+using BnCtxPtr = OpensslPtr<BN_CTX, BN_CTX_free>;
+using SigPtr = OpensslPtr<ECDSA_SIG, ECDSA_SIG_free>;
 
 // One worker's OpenSSL state: a P-256 key object whose public point is replaced per row.
 class Verifier {
