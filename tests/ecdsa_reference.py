@@ -79,6 +79,21 @@ def flip_one_bit(t, start, end, seed=0):
     return out.to(t.device)
 
 
+def each_part_flipped(keys, digests, sigs):
+    """(part, keys, digests, sigs) for part r, s, digest and key: the rows with one random bit
+    flipped in that part of every row, the other tensors as given."""
+    for seed, (part, start, end) in enumerate((("r", 0, 32), ("s", 32, 64), ("digest", 0, 32),
+                                               ("key", 0, 64))):
+        k, d, s = keys, digests, sigs
+        if part in ("r", "s"):
+            s = flip_one_bit(sigs, start, end, seed)
+        elif part == "digest":
+            d = flip_one_bit(digests, start, end, seed)
+        else:
+            k = flip_one_bit(keys, start, end, seed)
+        yield part, k, d, s
+
+
 def public_pem(private_key):
     return private_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
