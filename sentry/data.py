@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from .bundle import _is_int, load_json
-from .dataset import DatasetChecker, DatasetVerificationError, Manifest, build_manifest
+from .dataset import (DatasetChecker, DatasetVerificationError, Manifest, SampleLayout,
+                      build_manifest, layout_error)
 from .errors import FormatError
 from .fileio import atomic_write
 from .resident import ResidentBatches, ResidentStore
@@ -614,13 +615,22 @@ def _restrict(manifest, split):
     if split is None:
         return manifest
     return Manifest.from_records(manifest.algorithm,
-                                 [r for r in manifest.records() if in_split(r.index, split)])
+                                 [r for r in manifest.records() if in_split(r.index, split)],
+                                 manifest.layout)
 
 
 def _check_store_against_manifest(store, manifest, indices):
-    """Host-side, once: every selected sample must be in the manifest, from the source the
-    manifest names; every manifest sample (of the selection) must be in the store."""
+    """Host-side, once, before any sample is read: the store's samples must have the signed dtype
+    and shape (index.json, which open_store has checked against every .npy header); every
+    selected sample must be in the manifest, from the source the manifest names; every manifest
+    sample (of the selection) must be in the store."""
     sources = store.sources
+    layout = SampleLayout(_dtype_name(store.dtype), tuple(store.shape))
+    if layout != manifest.layout:
+        first = next((sources[store.row_of(i)] for i in indices.tolist()
+                      if sources[store.row_of(i)] in manifest.sources), None)
+        raise layout_error(f"{store.index_path}: the store holds {layout} samples", manifest,
+                           first)
     listed = set()
     for i in indices.tolist():
         k = store.row_of(i)
