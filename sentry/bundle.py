@@ -39,7 +39,7 @@ import re
 import typing
 
 from .errors import FormatError
-from .fileio import atomic_write
+from .fileio import atomic_write, read_input
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -652,18 +652,34 @@ class Bundle:
                    public_key_hint=hint, certificate_chain=chain)
 
 
+def check_signature_target(path):
+    """Refuses (FormatError) to write a signature at ``path`` unless nothing is there or an
+    older signature bundle is: a model file, a key, a certificate or anything else that is not
+    a bundle is never overwritten by a signature."""
+    path = os.fspath(path)
+    try:
+        data = read_input(path, "signature bundle", MAX_BUNDLE_BYTES)
+    except FileNotFoundError:
+        return
+    except (FormatError, OSError) as exc:
+        why = str(exc).removeprefix(f"{path}: ")
+        raise FormatError(f"{path}: refusing to write the signature there ({why})") from None
+    try:
+        Bundle.from_json(data, source=path)
+    except FormatError:
+        raise FormatError(f"{path}: refusing to write the signature there: it exists and is not "
+                          "a signature bundle (a model file or a key?); choose another path "
+                          "or remove it") from None
+
+
 def write_bundle(path, bundle):
-    """Writes the bundle atomically (fileio.atomic_write): never a half-written signature."""
+    """Writes the bundle atomically (fileio.atomic_write): never a half-written signature, and
+    never over a file that is not a signature (check_signature_target)."""
+    check_signature_target(path)
     atomic_write(path, bundle.to_json())
 
 
 def read_bundle(path):
     """Reads and parses a bundle file (refusing files over MAX_BUNDLE_BYTES unread)."""
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > MAX_BUNDLE_BYTES:
-            _fail(path, None, f"{size} bytes is larger than the {MAX_BUNDLE_BYTES}-byte limit "
-                              "for a signature bundle")
-        data = f.read(MAX_BUNDLE_BYTES + 1)
-    return Bundle.from_json(data, source=path)
+    return Bundle.from_json(read_input(path, "signature bundle", MAX_BUNDLE_BYTES), source=path)

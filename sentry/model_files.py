@@ -26,6 +26,7 @@ import posixpath
 import stat
 
 from .errors import FormatError
+from .fileio import open_input_file
 
 #: Ignored at the top of the model directory unless ignore_git_paths=False.
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
@@ -168,7 +169,7 @@ def hash_file(path, algorithm="sha256"):
         h = hashlib.sha256()
         buf = bytearray(_BLOCK)
         view = memoryview(buf)
-        with open(path, "rb") as f:
+        with open_input_file(path, "model file") as f:
             while True:
                 n = f.readinto(buf)
                 if not n:
@@ -189,7 +190,7 @@ def file_bytes(path):
     import numpy as np
     import torch
 
-    with open(path, "rb") as f:
+    with open_input_file(path, "model file") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:  # an empty file cannot be mapped
             return torch.empty(0, dtype=torch.uint8)
@@ -202,7 +203,10 @@ def load_state_dict(path, device="cpu"):
     import torch
 
     try:
-        obj = torch.load(path, map_location=device, weights_only=True)
+        with open_input_file(path, "state dict") as f:
+            obj = torch.load(f, map_location=device, weights_only=True)
+    except (FormatError, OSError):
+        raise
     except Exception as exc:  # pickle errors come in many types
         raise FormatError(f"{path}: refused: not loadable with weights_only=True, which never "
                           f"runs code from the file ({type(exc).__name__}: {exc})") from exc
