@@ -88,6 +88,7 @@ def sign_model(model_or_state_dict, private_key, signature_path, *, algorithm="b
     """
     if algorithm not in ALGORITHMS:
         raise FormatError(f"unknown tensor algorithm '{algorithm}'; use one of {ALGORITHMS}")
+    bundle_format.check_signature_target(signature_path)  # before any hashing
     state = _state_dict(model_or_state_dict)
     names = sorted(state)
     hexes = {}
@@ -229,6 +230,7 @@ def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ig
                password=None, certificate_chain=None):
     """Signs a model directory exactly as OpenSSF Model Signing's `files` method does, and lists
     the safetensors tensors it holds (predicate.tensors) for verify_model."""
+    bundle_format.check_signature_target(signature_path)  # before any hashing
     files = model_files.list_files(model_dir, ignore_paths=ignore_paths,
                                    signature_path=signature_path,
                                    ignore_git_paths=ignore_git_paths,
