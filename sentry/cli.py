@@ -19,10 +19,28 @@ class InputError(Exception):
     """Bad input from the user: reported in one line, exit code 2."""
 
 
+def _device(name, option="--device"):
+    """A torch.device the user named, checked: an unknown name or CUDA on a torch without it
+    (or with no GPU) is one line and exit 2, not torch's multi-line error."""
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"{option} {name}: not a device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = ("this torch is built without CUDA" if torch.version.cuda is None
+               else "no CUDA GPU is visible")
+        raise InputError(f"{option} {name}: {why}")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"{option} {name}: Sentry runs on cpu or cuda")
+    return device
+
+
 def cmd_hash(args):
+    _device(args.device)
     for path in args.paths:
-        if not os.path.isfile(path):
-            raise InputError(f"{path}: no such file")
+        _regular_file(path)
         if args.tensors and path.endswith(".safetensors"):
             from .safetensors_format import read_header
 
@@ -35,7 +53,7 @@ def cmd_hash(args):
             if not path.endswith((".pt", ".pth", ".bin")):
                 raise InputError(f"{path}: --tensors reads .safetensors and .pt/.pth/.bin files")
             state = load_state_dict(path)
-            device = torch.device(args.device)
+            device = _device(args.device)
             tensors = [t.to(device) for t in state.values()]
             for name, h in zip(state, digests_hex(hash_tensors(tensors, args.algorithm))):
                 print(f"{h}  {path}:{name}")
@@ -56,6 +74,14 @@ def _password(args):
 def cmd_keygen(args):
     from .crypto import PrivateKey, write_private_key, write_public_key
 
+    if os.path.abspath(args.private_key) == os.path.abspath(args.public_key):
+        raise InputError("--private-key and --public-key are the same file")
+    if not args.force:
+        for option, path in (("--private-key", args.private_key),
+                             ("--public-key", args.public_key)):
+            if os.path.lexists(path):
+                raise InputError(f"{option} {path}: exists; keygen replaces a key only with "
+                                 "--force")
     key = PrivateKey.generate(args.curve)
     write_private_key(args.private_key, key, _password(args))
     write_public_key(args.public_key, key.public_key())
@@ -63,11 +89,25 @@ def cmd_keygen(args):
     return 0
 
 
+def _regular_file(path):
+    """Refuses early, in one line, what is not a regular file (the readers check again on the
+    descriptor they open)."""
+    import stat
+
+    from .fileio import _kind
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file or directory") from None
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: is {_kind(mode)}, not a regular file")
+
+
 def _model_kind(path):
     if os.path.isdir(path):
         return "dir"
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such file or directory")
+    _regular_file(path)
     if path.endswith(".safetensors"):
         return "safetensors"
     if path.endswith((".pt", ".pth", ".bin")):
@@ -78,7 +118,10 @@ def _model_kind(path):
 def cmd_sign(args):
     from .signing import sign_files, sign_model
 
+    from .bundle import check_signature_target
+
     kind = _model_kind(args.model)
+    check_signature_target(args.signature)  # before loading or hashing anything
     if args.certificate_chain and not args.signing_certificate:
         raise InputError("--certificate-chain (intermediates) needs --signing-certificate")
     chain = ([args.signing_certificate] + args.certificate_chain
@@ -95,14 +138,27 @@ def cmd_sign(args):
     return 0
 
 
+def _signed_method(signature):
+    """The serialization method a bundle's statement names (files or tensors), read before its
+    signature is checked only to choose how to verify; the verification checks everything."""
+    from . import bundle as bundle_format
+
+    return bundle_format.parse_statement(bundle_format.read_bundle(signature).payload,
+                                         signature).method
+
+
 def cmd_verify(args):
     from .signing import verify_files, verify_model
 
     keys = dict(public_key=args.public_key, certificate_chain=args.certificate_chain)
-    if (args.public_key is None) == (args.certificate_chain is None):
+    if args.public_key is not None and args.certificate_chain is not None:
+        raise InputError("give --public-key or --certificate-chain, not both")
+    if args.public_key is None and args.certificate_chain is None:
         raise InputError("give --public-key or --certificate-chain")
     kind = _model_kind(args.model)
-    if kind == "pt":
+    # A .pt signed as a file (what the reference tool writes) is checked as a file; one signed
+    # as tensors (sentry sign of a .pt) is loaded and its tensors checked.
+    if kind == "pt" and _signed_method(args.signature) == "tensors":
         result = verify_model(load_state_dict(args.model), args.signature, **keys)
     else:
         result = verify_files(args.model, args.signature, ignore_paths=args.ignore_paths, **keys)
@@ -115,6 +171,7 @@ def cmd_verify(args):
 def cmd_demo(args):
     from .demo import run
 
+    _device(args.device)
     return run(args.model, args.device, hash_only=args.hash_only, samples=args.samples,
                epochs=args.epochs, sources=args.sources, batch_size=args.batch_size,
                width=args.width, seed=args.seed, workdir=args.workdir)
@@ -130,6 +187,7 @@ def _positive(text):
 def cmd_agent(args):
     from . import agents
 
+    _device(args.device)
     if args.agent == "dataset":
         s = agents.dataset_agent(args.out, keys_dir=args.keys, source_dir=args.source_dir,
                                  num_samples=args.samples, num_sources=args.sources,
@@ -165,6 +223,8 @@ def parser():
     k.add_argument("--public-key", required=True)
     k.add_argument("--curve", default="P-256", choices=["P-256", "P-384", "P-521"])
     k.add_argument("--password-env", help="encrypt the private key with this variable's value")
+    k.add_argument("--force", action="store_true",
+                   help="replace existing key files (refused without it)")
     k.set_defaults(func=cmd_keygen)
     s = sub.add_parser("sign", help="sign a model directory, .safetensors or .pt file")
     s.add_argument("model")
@@ -254,18 +314,35 @@ def parser():
     return p
 
 
+def _os_error(exc):
+    """An OSError as "path: what" (no "[Errno N]")."""
+    what = (exc.strerror or str(exc)).lower()
+    return f"{exc.filename}: {what}" if exc.filename else what
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
         return args.func(args)
     except VerificationError as exc:
-        print(f"sentry {args.command}: FAILED: {exc}", file=sys.stderr)
+        print(f"sentry {args.command}: FAILED: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except (InputError, FormatError, OSError) as exc:
-        print(f"sentry {args.command}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"sentry {args.command}: {_one_line(_os_error(exc))}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError) as exc:
-        print(f"sentry {args.command}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"sentry {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  every error is one line; SENTRY_DEBUG=1 for a trace
+        if os.environ.get("SENTRY_DEBUG"):
+            raise
+        known = isinstance(exc, (InputError, FormatError, ValueError, RuntimeError))
+        kind = "" if known else f"{type(exc).__name__}: "
+        print(f"sentry {args.command}: {kind}{_one_line(exc)}", file=sys.stderr)
         return 2
 
 
