@@ -517,7 +517,8 @@ def test_write_bundle_failure_leaves_old_file(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["model.sig"]  # no temporary file left
     monkeypatch.undo()
     (tmp_path / "adir").mkdir()
-    with pytest.raises(OSError):
+    with pytest.raises(FormatError, match="adir: refusing to write the signature there \\(is a "
+                       "directory"):
         B.write_bundle(tmp_path / "adir", _bundle())
     assert sorted(os.listdir(tmp_path)) == ["adir", "model.sig"]
 
