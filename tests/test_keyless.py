@@ -217,6 +217,13 @@ def test_altered_bundle_is_rejected_and_named(tmp_path, edit):
     assert "\n" not in message and len(message) < 600
 
 
+def test_another_sigstore_instance_is_not_trusted():
+    # The conformance suite's test instance: its Fulcio CA did not issue the fixture's certificate.
+    with pytest.raises(VerificationError, match=re.escape("[certificate chain to the Fulcio CA")):
+        _verify(MODEL, trusted_root=CONFORMANCE / "intoto-expired-certificate_fail" /
+                "trusted_root.json")
+
+
 def test_edited_payload_is_rejected(tmp_path):
     bundle = _fixture_bundle()
     statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
