@@ -231,8 +231,6 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     identity and identity_provider (keyless: the signer's identity and OIDC issuer) with
     trusted_root (a Sigstore trusted_root.json) or trust_config (a client trust config).
     """
-    trust = trust_from(public_key, certificate_chain, identity, identity_provider,
-                       trusted_root, trust_config)
     t0 = time.perf_counter()
     state = _state_dict(model_or_state_dict)
     names = sorted(state)
@@ -241,6 +239,8 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     # redone below, only if the signature uses another algorithm.)
     early = _digests_by_device([n for n in names if state[n].is_cuda], state, "blake3")
     launched_ms = (time.perf_counter() - t0) * 1e3
+    trust = trust_from(public_key, certificate_chain, identity, identity_provider,
+                       trusted_root, trust_config)
     statement, key, timings = _open_bundle(signature_path, trust)
     timings = {"launch GPU hash": launched_ms, **timings}
     t0 = time.perf_counter()
