@@ -143,18 +143,47 @@ def _signed_method(signature):
     signature is checked only to choose how to verify; the verification checks everything."""
     from . import bundle as bundle_format
 
-    return bundle_format.parse_statement(bundle_format.read_bundle(signature).payload,
-                                         signature).method
+    signed = bundle_format.read_bundle(signature)
+    try:
+        return bundle_format.parse_statement(signed.payload, signature).method
+    except FormatError:  # e.g. a v0.2 statement: verify_files reads those, or says what is wrong
+        return "files"
+
+
+def _verify_method(args):
+    """The verify keywords of the one method the arguments give (CLI spelling in errors)."""
+    keyless = args.identity is not None or args.identity_provider is not None
+    given = [flag for flag, on in (("--public-key", args.public_key is not None),
+                                   ("--certificate-chain", args.certificate_chain is not None),
+                                   ("--identity", keyless)) if on]
+    if not given:
+        raise InputError("give --public-key, --certificate-chain, or --identity and "
+                         "--identity-provider (Sigstore keyless)")
+    if len(given) > 1:
+        raise InputError(f"give {' or '.join(given)}, not "
+                         f"{'both' if len(given) == 2 else 'several'}")
+    trust_files = args.trust_config is not None or args.trusted_root is not None
+    if not keyless:
+        if trust_files:
+            raise InputError("--trust-config and --trusted-root are for keyless verification "
+                             "(--identity, --identity-provider)")
+        return dict(public_key=args.public_key, certificate_chain=args.certificate_chain)
+    if args.identity is None or args.identity_provider is None:
+        raise InputError("keyless verification needs both --identity and --identity-provider")
+    if not trust_files:
+        raise InputError("keyless verification needs --trusted-root FILE (a Sigstore "
+                         "trusted_root.json) or --trust-config FILE (a client trust config): "
+                         "Sentry verifies offline and fetches nothing")
+    if args.trust_config is not None and args.trusted_root is not None:
+        raise InputError("give --trust-config or --trusted-root, not both")
+    return dict(identity=args.identity, identity_provider=args.identity_provider,
+                trust_config=args.trust_config, trusted_root=args.trusted_root)
 
 
 def cmd_verify(args):
     from .signing import verify_files, verify_model
 
-    keys = dict(public_key=args.public_key, certificate_chain=args.certificate_chain)
-    if args.public_key is not None and args.certificate_chain is not None:
-        raise InputError("give --public-key or --certificate-chain, not both")
-    if args.public_key is None and args.certificate_chain is None:
-        raise InputError("give --public-key or --certificate-chain")
+    keys = _verify_method(args)
     kind = _model_kind(args.model)
     # A .pt signed as a file (what the reference tool writes) is checked as a file; one signed
     # as tensors (sentry sign of a .pt) is loaded and its tensors checked.
@@ -162,9 +191,11 @@ def cmd_verify(args):
         result = verify_model(load_state_dict(args.model), args.signature, **keys)
     else:
         result = verify_files(args.model, args.signature, ignore_paths=args.ignore_paths, **keys)
+    signer = (f"signed by {result.identity} ({result.identity_provider})" if result.identity
+              else f"key {result.key_hint[:16]}...")
     print(f"verified: {args.model} matches {args.signature} "
           f"({len(result.names)} {'files' if result.method == 'files' else 'tensors'}, "
-          f"{result.hash_type}, key {result.key_hint[:16]}...)")
+          f"{result.hash_type}, {signer})")
     return 0
 
 
@@ -248,6 +279,14 @@ def parser():
     v.add_argument("--public-key")
     v.add_argument("--certificate-chain", help="PEM file of the trusted root certificates "
                    "(for bundles signed with a certificate)")
+    v.add_argument("--identity", help="Sigstore keyless: the signer's identity (e-mail or URI "
+                   "in the certificate's SAN) that must have signed")
+    v.add_argument("--identity-provider", help="Sigstore keyless: the OIDC issuer URL that must "
+                   "have vouched for --identity")
+    v.add_argument("--trust-config", help="Sigstore keyless: a client trust config JSON (as "
+                   "model_signing's --trust_config); verification is offline")
+    v.add_argument("--trusted-root", help="Sigstore keyless: a trusted_root.json (instead of "
+                   "--trust-config)")
     v.add_argument("--ignore-paths", nargs="*", default=[])
     v.set_defaults(func=cmd_verify)
     h = sub.add_parser("hash", help="digest files (like b3sum), or each tensor of a "

@@ -110,11 +110,15 @@ class PublicKey:
         """x || y, big-endian: 64, 96 or 132 bytes."""
         return self._key.raw_xy()
 
-    def verify(self, data, signature):
-        """True when `signature` (DER ECDSA) is valid for `data`; False for any bad signature."""
+    def verify(self, data, signature, hash=None):
+        """True when `signature` (DER ECDSA) is valid for `data`; False for any bad signature.
+        hash: 'SHA-256', 'SHA-384' or 'SHA-512' instead of the curve's own (None)."""
         data = _as_bytes(data, "data")
         signature = _as_bytes(signature, "signature")
-        return self._key.verify(data, signature)
+        if hash is None:
+            return self._key.verify(data, signature)
+        with _errors(None):
+            return self._key.verify(data, signature, hash)
 
     def __eq__(self, other):
         return isinstance(other, PublicKey) and self.pem() == other.pem()

@@ -27,3 +27,8 @@ class VerificationError(SentryError):
                 shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
                 details.append(f"{label}: {shown}")
         super().__init__(message + ("; " + "; ".join(details) if details else ""))
+
+
+class DependencyError(SentryError, RuntimeError):
+    """An optional package a feature needs is missing or too old; the message names the
+    install command."""

@@ -188,7 +188,9 @@ SER = ["predicate", "serialization"]
 BAD_STATEMENTS = [
     ("type", _set(["_type"], "https://in-toto.io/Statement/v0.1"), r"_type: expected"),
     ("no type", _del(["_type"]), r"_type: missing"),
-    ("predicate type", _set(["predicateType"], "https://model_signing/Digests/v0.1"),
+    # Digests/v0.1 is model_signing v0.2's statement (test_model_signing_versions.py); its other
+    # v0.2 predicate types were never verified by the reference and are refused.
+    ("predicate type", _set(["predicateType"], "https://model_signing/DigestOfDigests/v0.1"),
      r"predicateType: expected"),
     ("no subject", _set(["subject"], []), r"subject: expected exactly one subject, got 0"),
     ("two subjects", lambda d: d["subject"].append(d["subject"][0]), r"exactly one subject, got 2"),
