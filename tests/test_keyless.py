@@ -253,7 +253,7 @@ def test_missing_trust_root_is_bad_input(guarded_env):
     (["--trust-config", PRODUCTION_ROOT], "is a Sigstore trusted root"),
     (["--trusted-root", MODEL / "signme-1"], "trusted root"),
     (["--trusted-root", PRODUCTION_ROOT, "--trust-config", TRUST_CONFIG], "not both"),
-    (["--public-key", OMS / "keys" / "signing-key-pub.pem"], "not more"),
+    (["--public-key", OMS / "keys" / "signing-key-pub.pem"], "not both"),
 ])
 def test_bad_trust_arguments_exit_2(guarded_env, args, message):
     out = _cli(guarded_env, "--identity", IDENTITY, "--identity-provider", ISSUER, *args,
