@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages="libssl-dev libgtest-dev b3sum cmake"
+packages="libssl-dev libgtest-dev libsimdjson-dev b3sum cmake"
 missing=$(for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   apt-get update -qq
