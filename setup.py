@@ -75,8 +75,7 @@ def extension():
     return kind(
         "sentry_ops._C",
         sources,
-        include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include"),
-                      *simdjson_include],
+        include_dirs=[os.path.join(ROOT, "csrc"), *simdjson_include],
         define_macros=macros,
         extra_compile_args=args,
         libraries=["crypto", "simdjson"],

@@ -12,7 +12,7 @@
 
 #include <cstring>
 
-#include "sentry/sentry.h"
+#include "../include/sentry/sentry.h"
 #include "statement.h"
 
 namespace py = pybind11;

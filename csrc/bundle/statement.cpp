@@ -470,7 +470,8 @@ Statement parse_statement(std::string_view payload, const std::string& source) {
   read_serialization(reader, lookup(predicate, "serialization"), serf, out);
   read_resources(reader, lookup(predicate, "resources"), resf, out);
   if (digests_root_hex(out.resources) != subject.sha256_hex) {
-    const Field s0 = root.key("subject").index(0);
+    const Field subjects = root.key("subject");
+    const Field s0 = subjects.index(0);
     const Field df = s0.key("digest");
     reader.fail(df.key("sha256"), "subject digest does not match resources");
   }

@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-#include "sentry/bundle.h"
+#include "../include/sentry/bundle.h"
 
 namespace sentry::json {
 
@@ -27,8 +27,11 @@ class Field {
  public:
   // The document itself, called `name` in messages ("statement", "bundle").
   static Field root(std::string_view name) { return Field(nullptr, name, 0, kRoot); }
-  Field key(std::string_view k) const { return Field(this, k, 0, kKey); }
-  Field index(std::size_t i) const { return Field(this, {}, i, kIndex); }
+  Field key(std::string_view k) const& { return Field(this, k, 0, kKey); }
+  Field index(std::size_t i) const& { return Field(this, {}, i, kIndex); }
+  // A child keeps a pointer to its parent: never make one of a temporary.
+  Field key(std::string_view k) const&& = delete;
+  Field index(std::size_t i) const&& = delete;
   std::string str() const;
 
  private:

@@ -233,7 +233,10 @@ TEST(Statement, RefusalsNameTheField) {
     EXPECT_NE(at, std::string::npos) << from;
     return s.replace(at, from.size(), to);
   };
+  std::string wrong_root = good;
+  wrong_root.replace(wrong_root.find("\"sha256\": \"") + 11, 64, std::string(64, '0'));
   const Bad cases[] = {
+      {"root", wrong_root, "s.json: subject[0].digest.sha256: subject digest does not match"},
       {"dtype", replace("\"F32\"", "\"F128\""),
        "s.json: predicate.tensors.entries[0].dtype: unknown safetensors dtype 'F128'"},
       {"shape", replace("[2, 3]", "[2, -3]"), "predicate.tensors.entries[0].shape: dimensions"},
@@ -255,7 +258,7 @@ TEST(Statement, RefusalsNameTheField) {
       {"bool", replace("false", "\"false\""), "allow_symlinks: must be true or false, got 'false'"},
       {"method", replace("\"tensors\"}", "\"shards\"}"), "unsupported method 'shards'"},
       {"digest", replace(kDigestA, std::string(64, 'A')), "resources[0].digest: must be 64 lower"},
-      {"root", replace("\"m\"", "\"m\", \"x\": 1"), ""},  // unknown subject field: ignored
+      {"subject field", replace("\"m\"", "\"m\", \"x\": 1"), ""},  // unknown: ignored
       {"unsorted", replace("\"name\": \"a\", \"shape\"", "\"name\": \"c\", \"shape\""),
        "predicate.tensors.entries: not sorted by name"},
       {"type", replace("Statement/v1", "Statement/v0.1"), "s.json: _type: expected"},
