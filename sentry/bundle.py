@@ -38,7 +38,7 @@ import os
 import re
 import typing
 
-from .errors import FormatError
+from .errors import FormatError, error_text
 from .fileio import atomic_write, read_input
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -676,7 +676,7 @@ def check_signature_target(path):
     except FileNotFoundError:
         return
     except (FormatError, OSError) as exc:
-        why = str(exc).removeprefix(f"{path}: ")
+        why = error_text(exc, path).removeprefix(f"{path}: ")
         raise FormatError(f"{path}: refusing to write the signature there ({why})") from None
     try:
         Bundle.from_json(data, source=path)

@@ -25,7 +25,7 @@ import pathlib
 import posixpath
 import stat
 
-from .errors import FormatError
+from .errors import FormatError, OptionNeeded
 from .fileio import open_input_file
 
 #: Ignored at the top of the model directory unless ignore_git_paths=False.
@@ -112,8 +112,8 @@ def list_files(model_dir, *, ignore_paths=(), signature_path=None, ignore_git_pa
                                      ignore_git_paths=ignore_git_paths)
 
     def refuse_link(path):
-        raise FormatError(f"{path} is a symbolic link; symbolic links are refused unless "
-                          "allow_symlinks=True")
+        raise OptionNeeded(f"{path} is a symbolic link; symbolic links are refused unless "
+                           "{option}", "allow_symlinks")
 
     def refuse_special(path, what="not a regular file or directory (or a broken link)"):
         raise FormatError(f"{path} is {what}; a model holds only files and directories")

@@ -359,7 +359,8 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     changed = [f for f in common if actual[f] != expected[f]]
     if changed or missing or unexpected:
         raise VerificationError(f"{model_dir}: the files do not match {signature_path}",
-                                changed=changed, missing=missing, unexpected=unexpected)
+                                changed=changed, missing=missing, unexpected=unexpected,
+                                shown={".": os.fspath(model_dir)})
     if statement.tensors:
         _check_tensor_listing(model_dir, statement, signature_path)
     return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings,

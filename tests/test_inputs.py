@@ -24,6 +24,8 @@ from sentry import sign_files, sign_model
 from sentry.crypto import PrivateKey, PublicKey, write_private_key, write_public_key
 from sentry.errors import FormatError
 
+from conftest import assert_one_line_error  # noqa: E402  (the cli fixture is there too)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 60
 
@@ -43,32 +45,6 @@ def watchdog():
     faulthandler.dump_traceback_later(TIMEOUT, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Runs `sentry ARGS` in-process from directory `cwd`; returns (returncode, stdout, stderr)
-    as a CompletedProcess."""
-    from sentry.cli import main
-
-    def run(cwd, *args):
-        monkeypatch.chdir(cwd)
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-    return run
-
-
-def assert_one_line_error(proc, code=2, *needles):
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    err = proc.stderr.strip()
-    assert err.count("\n") == 0, err
-    assert "Traceback" not in err and "[Errno" not in err and ".tmp" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def _digest(path):
