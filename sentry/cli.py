@@ -11,7 +11,7 @@ import torch
 
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
-from .errors import FormatError, OptionNeeded, VerificationError, error_text
+from .errors import FormatError, VerificationError, Worded, error_text
 from .model_files import file_bytes, load_state_dict
 
 
@@ -231,6 +231,10 @@ def _verify_method(args):
                 trust_config=args.trust_config, trusted_root=args.trusted_root)
 
 
+def _count(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def cmd_verify(args):
     from .signing import verify_files, verify_model
 
@@ -246,7 +250,7 @@ def cmd_verify(args):
     signer = (f"signed by {result.identity} ({result.identity_provider})" if result.identity
               else f"key {result.key_hint[:16]}...")
     print(f"verified: {args.model} matches {args.signature} "
-          f"({len(result.names)} {'files' if result.method == 'files' else 'tensors'}, "
+          f"({_count(len(result.names), 'file' if result.method == 'files' else 'tensor')}, "
           f"{result.hash_type}, {signer})")
     return 0
 
@@ -482,13 +486,17 @@ def parser():
     return p
 
 
-#: The CLI's spelling of the Python keywords that errors (OptionNeeded) name.
-_CLI_OPTIONS = {"allow_symlinks": "--allow-symlinks"}
+#: The CLI's spelling of the options that errors (errors.Worded) name.
+_CLI_OPTIONS = {"allow_symlinks": "--allow-symlinks", "public_key": "--public-key",
+                "identity": "--identity", "identity_provider": "--identity-provider",
+                "trusted_root": "--trusted-root", "trust_config": "--trust-config",
+                "verify_model": "sentry verify of the .pt state dict it was signed from, or "
+                                "sentry.verify_model"}
 
 
 def _error_text(exc):
-    if isinstance(exc, OptionNeeded):
-        return exc.spelled(_CLI_OPTIONS[exc.option])
+    if isinstance(exc, Worded):
+        return exc.spelled(_CLI_OPTIONS)
     return error_text(exc)
 
 
@@ -501,7 +509,7 @@ def main(argv=None):
     try:
         return args.func(args)
     except VerificationError as exc:
-        print(f"sentry {args.command}: FAILED: {_one_line(exc)}", file=sys.stderr)
+        print(f"sentry {args.command}: FAILED: {_one_line(_error_text(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"sentry {args.command}: interrupted", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Sentry's exceptions. Every message names the file, field or tensor at fault."""
 
+import dataclasses
 import os
 
 
@@ -38,18 +39,41 @@ class DependencyError(SentryError, RuntimeError):
     install command."""
 
 
-class OptionNeeded(FormatError):
-    """Input refused unless an option allows it. ``option`` is the Python keyword
-    (``allow_symlinks``); str() names it as the Python API spells it (``allow_symlinks=True``),
-    ``spelled(text)`` as another interface does (the CLI's ``--allow-symlinks``)."""
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """An option named in an error message: its Python keyword, and how the Python API writes
+    it there (default: the keyword)."""
 
-    def __init__(self, template, option):
-        self.template = template
-        self.option = option
-        super().__init__(template.format(option=f"{option}=True"))
+    keyword: str
+    python: str = None
 
-    def spelled(self, spelling):
-        return self.template.format(option=spelling)
+
+class Worded:
+    """Mixin of errors whose message names options: built from strings and Options; str()
+    spells each Option as the Python API does, ``spelled(names)`` as another interface does
+    (the CLI's {"allow_symlinks": "--allow-symlinks", ...})."""
+
+    def _wording(self, parts):
+        self.parts = parts
+        return self.spelled({})
+
+    def spelled(self, names):
+        return "".join(p if isinstance(p, str) else names.get(p.keyword, p.python or p.keyword)
+                       for p in self.parts)
+
+
+class OptionError(Worded, FormatError):
+    """Input refused, naming the options that would allow it or that are missing."""
+
+    def __init__(self, *parts):
+        super().__init__(self._wording(parts))
+
+
+class MethodError(Worded, VerificationError):
+    """The signature was made by another method than the options given: says which to give."""
+
+    def __init__(self, *parts):
+        super().__init__(self._wording(parts))
 
 
 def error_text(exc, path=None):

@@ -22,7 +22,7 @@ from . import bundle as bundle_format
 from . import bundle_v02, model_files, safetensors_format
 from .crypto import (PrivateKey, PublicKey, certificate_public_key, load_certificates,
                      verify_certificate_chain)
-from .errors import FormatError, VerificationError
+from .errors import FormatError, MethodError, Option, VerificationError
 
 
 @dataclasses.dataclass
@@ -162,9 +162,10 @@ def _certificate_key(signed, roots, source):
     if signed.tlog_entries:
         # A Fulcio certificate chains to the Fulcio CA for any identity: only the keyless
         # checks (identity, issuer, log) make it mean something.
-        raise VerificationError(
+        raise MethodError(
             f"{source}: this is a Sigstore keyless signature (it has a transparency-log entry); "
-            "verify it with identity, identity_provider and trusted_root or trust_config")
+            "verify it with ", Option("identity"), ", ", Option("identity_provider"), " and ",
+            Option("trusted_root"), " or ", Option("trust_config"))
     return verify_certificate_chain(signed.certificate_chain, roots)
 
 
@@ -172,8 +173,8 @@ def _keyless_key(signed, data, policy, source):
     from . import keyless
 
     if not signed.certificate_chain:
-        raise VerificationError(f"{source}: the bundle carries no certificate: it was signed "
-                                "with a key, not keyless; verify it with public_key")
+        raise MethodError(f"{source}: the bundle carries no certificate: it was signed with a "
+                          "key, not keyless; verify it with ", Option("public_key"))
     payload_type, payload = keyless.verify_bundle(data, source, policy)
     if payload_type != signed.payload_type or payload != signed.payload:
         raise VerificationError(f"{source}: sigstore-python and Sentry read different payloads "
@@ -342,9 +343,9 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
                        trusted_root, trust_config)
     statement, key, timings = _open_bundle(signature_path, trust)
     if statement.method != "files":
-        raise VerificationError(
+        raise MethodError(
             f"{signature_path}: this signature covers tensors (method {statement.method}), not "
-            "files; verify the loaded model with verify_model")
+            "files; verify the loaded model with ", Option("verify_model"))
     allow = statement.allow_symlinks if allow_symlinks is None else allow_symlinks
     files = model_files.list_files(
         model_dir, ignore_paths=list(ignore_paths) + list(statement.ignore_paths),

@@ -218,3 +218,59 @@ def test_hash_dash_with_tensors_is_refused(cli, tmp_path, monkeypatch):
 ])
 def test_hash_of_what_is_not_a_file_says_what_to_do(cli, work, path, needles):
     assert_one_line_error(cli(work, "hash", path), 2, *needles)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python keywords in messages become the CLI's options
+
+OMS = REPO / "tests" / "vectors" / "oms"
+
+
+@pytest.mark.parametrize("args, cli_words, api_words", [
+    # a keyless bundle given certificate roots
+    (["verify", OMS / "v1.1.0-sigstore", "--signature", OMS / "v1.1.0-sigstore" / "model.sig",
+      "--certificate-chain", OMS / "keys" / "ca-cert.pem"],
+     "verify it with --identity, --identity-provider and --trusted-root or --trust-config",
+     "verify it with identity, identity_provider and trusted_root or trust_config"),
+    # a key bundle verified keyless
+    (["verify", OMS / "v1.1.0-elliptic-key", "--signature",
+      OMS / "v1.1.0-elliptic-key" / "model.sig", "--identity", "a@example.com",
+      "--identity-provider", "https://example.com", "--trust-config",
+      OMS / "custom_trust_config.json"],
+     "verify it with --public-key", "verify it with public_key"),
+])
+def test_wrong_method_names_the_cli_options(cli, tmp_path, args, cli_words, api_words):
+    from sentry.cli import _verify_method
+
+    err = assert_one_line_error(cli(tmp_path, *args), 1, cli_words)
+    assert "_" not in err.split("verify it with")[1]
+    keywords = _verify_method(parser().parse_args([str(a) for a in args]))
+    with pytest.raises(VerificationError, match=re.escape(api_words)):
+        verify_files(str(args[1]), str(args[3]), **keywords)
+
+
+def test_a_tensors_signature_given_a_directory_says_how_to_verify_it(cli, work):
+    import torch
+
+    from sentry import sign_model
+
+    sign_model({"w": torch.ones(2)}, str(work / "key.pem"), str(work / "t.sig"))
+    err = assert_one_line_error(cli(work, "verify", "model", "--signature", "t.sig",
+                                    "--public-key", "key.pub"), 1, "covers tensors",
+                                "sentry verify of the .pt state dict")
+    assert "verify_model" in err.split("sentry verify of the .pt")[1]  # the API's way too
+
+
+def test_an_empty_identity_provider_is_named_as_an_option(cli, work):
+    assert_one_line_error(cli(work, "verify", "model", "--signature", "x.sig", "--identity",
+                              "a@example.com", "--identity-provider", "", "--trust-config",
+                              OMS / "custom_trust_config.json"), 2,
+                          "--identity-provider must be a non-empty string")
+
+
+def test_an_unloadable_pt_is_one_short_line_without_torchs_advice(cli, work):
+    (work / "bad.pt").write_bytes(b"xx")
+    err = assert_one_line_error(cli(work, "hash", "--tensors", "bad.pt"), 2,
+                                "bad.pt: refused: not loadable with weights_only=True",
+                                "Unsupported operand")
+    assert "weights_only` set to `False`" not in err and len(err) < 200

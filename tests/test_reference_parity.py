@@ -156,7 +156,7 @@ def test_the_references_single_file_signatures_verify(cli, tmp_path, name):
               "--public-key", RELEASES / "keys" / "key-p256.pub"]
     proc = cli(tmp_path, *verify)
     assert proc.returncode == 0, proc.stderr
-    assert "(1 files, sha256" in proc.stdout
+    assert "(1 file, sha256" in proc.stdout
     shutil.copy(folder / "signme-1", tmp_path / "signme-1")
     (tmp_path / "signme-1").write_bytes(b"changed\n")
     verify[1] = "signme-1"
