@@ -45,8 +45,22 @@ def _stdin_tensor():
     return torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
 
 
+def _progress(args, paths):
+    """The progress line of long work on these paths (sentry.progress; --progress)."""
+    from . import progress
+
+    total = sum(progress.size_on_disk(p) for p in paths if p != "-")
+    return progress.reporting(f"sentry {args.command}", total, args.progress)
+
+
 def cmd_hash(args):
     _device(args.device)
+    with _progress(args, args.paths):
+        _hash_paths(args)
+    return 0
+
+
+def _hash_paths(args):
     for path in args.paths:
         if path == "-":
             if args.tensors:
@@ -76,7 +90,6 @@ def cmd_hash(args):
         else:
             digest = hash_tensors([file_bytes(path)], args.algorithm)
             print(f"{digests_hex(digest)[0]}  {path}")
-    return 0
 
 
 def _password(args):
@@ -177,14 +190,16 @@ def cmd_sign(args):
     chain = ([args.signing_certificate] + args.certificate_chain
              if args.signing_certificate else None)
     common = dict(password=_password(args), certificate_chain=chain)
-    state = _state_dict_or_none(args) if kind == "pt" else None
-    if state is not None:
-        sign_model(state, args.private_key, args.signature, algorithm=args.algorithm,
-                   model_name=os.path.basename(args.model), **common)
-    else:
-        sign_files(args.model, args.private_key, args.signature, hash_type=args.hash_type,
-                   ignore_paths=_ignore_paths(args), tensor_algorithm=args.algorithm,
-                   allow_symlinks=args.allow_symlinks, **common)
+    ignore_paths = _ignore_paths(args)
+    with _progress(args, [args.model]):
+        state = _state_dict_or_none(args) if kind == "pt" else None
+        if state is not None:
+            sign_model(state, args.private_key, args.signature, algorithm=args.algorithm,
+                       model_name=os.path.basename(args.model), **common)
+        else:
+            sign_files(args.model, args.private_key, args.signature, hash_type=args.hash_type,
+                       ignore_paths=ignore_paths, tensor_algorithm=args.algorithm,
+                       allow_symlinks=args.allow_symlinks, **common)
     print(f"signed {args.model} -> {args.signature}")
     return 0
 
@@ -242,11 +257,14 @@ def cmd_verify(args):
     kind = _model_kind(args.model)
     # A .pt signed as a file (what the reference tool writes) is checked as a file; one signed
     # as tensors (sentry sign of a .pt) is loaded and its tensors checked.
-    if kind == "pt" and _signed_method(args.signature) == "tensors":
-        result = verify_model(load_state_dict(args.model), args.signature, **keys)
-    else:
-        result = verify_files(args.model, args.signature, ignore_paths=_ignore_paths(args),
-                              allow_symlinks=True if args.allow_symlinks else None, **keys)
+    by_tensors = kind == "pt" and _signed_method(args.signature) == "tensors"
+    ignore_paths = _ignore_paths(args)
+    with _progress(args, [args.model]):
+        if by_tensors:
+            result = verify_model(load_state_dict(args.model), args.signature, **keys)
+        else:
+            result = verify_files(args.model, args.signature, ignore_paths=ignore_paths,
+                                  allow_symlinks=True if args.allow_symlinks else None, **keys)
     signer = (f"signed by {result.identity} ({result.identity_provider})" if result.identity
               else f"key {result.key_hint[:16]}...")
     print(f"verified: {args.model} matches {args.signature} "
@@ -378,6 +396,9 @@ def parser():
                    "directory (as model_signing resolves them); repeatable")
     s.add_argument("--allow-symlinks", "--allow_symlinks", action="store_true",
                    help="hash symbolic links to files as their targets (refused without it)")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   help="a progress line on stderr (default: when stderr is a terminal and the "
+                   "work takes over 2 s)")
     s.set_defaults(func=cmd_sign)
 
     v = _subparser(sub, "verify", "verify a model (a directory or a single file) against a "
@@ -409,6 +430,9 @@ def parser():
     v.add_argument("--allow-symlinks", "--allow_symlinks", action="store_true",
                    help="accept symbolic links to files (hashed as their targets) even where "
                    "the signature was made without --allow-symlinks")
+    v.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   help="a progress line on stderr (default: when stderr is a terminal and the "
+                   "work takes over 2 s)")
     v.set_defaults(func=cmd_verify)
 
     h = _subparser(sub, "hash", "digest files (like b3sum), or each tensor of a "
@@ -419,6 +443,9 @@ def parser():
                    help="digest algorithm")
     h.add_argument("--tensors", action="store_true", help="one digest per tensor")
     h.add_argument("--device", default="cpu", help="where to hash tensors (cpu, cuda, cuda:N)")
+    h.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   help="a progress line on stderr (default: when stderr is a terminal and the "
+                   "work takes over 2 s)")
     h.set_defaults(func=cmd_hash)
 
     d = _subparser(sub, "demo", "dataset -> train -> infer on synthetic data, then catch a "
