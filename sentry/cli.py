@@ -4,14 +4,16 @@ infer).
 Exit codes: 0 success, 1 a check failed, 2 usage or input error.
 """
 import argparse
+import contextlib
 import os
 import sys
+import warnings
 
 import torch
 
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
-from .errors import FormatError, VerificationError, Worded, error_text
+from .errors import FormatError, SentryWarning, VerificationError, Worded, error_text
 from .model_files import file_bytes, load_state_dict
 
 
@@ -531,10 +533,27 @@ def _one_line(text):
     return " ".join(str(text).split())
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(args):
+    """SentryWarnings from the library as the CLI's own one-line warnings on stderr."""
+    def show(message, category, *rest, **kw):
+        if issubclass(category, SentryWarning):
+            _warn(args, str(message))
+        else:
+            shown(message, category, *rest, **kw)
+
+    shown = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SentryWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _warnings_as_lines(args):
+            return args.func(args)
     except VerificationError as exc:
         print(f"sentry {args.command}: FAILED: {_one_line(_error_text(exc))}", file=sys.stderr)
         return 1

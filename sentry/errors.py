@@ -34,6 +34,11 @@ class VerificationError(SentryError):
         super().__init__(message + ("; " + "; ".join(details) if details else ""))
 
 
+class SentryWarning(UserWarning):
+    """Something done differently than asked or expected, but safely (e.g. a file named
+    .safetensors that is not one, signed as a plain file); the message names the file."""
+
+
 class DependencyError(SentryError, RuntimeError):
     """An optional package a feature needs is missing or too old; the message names the
     install command."""

@@ -145,7 +145,7 @@ def _temp_name(path):
 def _about_target(exc, path):
     """The OSError of a step on the temporary file, told about the file being written: the
     temporary's name means nothing to the user, and nothing of it is left behind."""
-    return OSError(exc.errno, exc.strerror, path)
+    return OSError(exc.errno, exc.strerror or str(exc), path)
 
 
 @contextlib.contextmanager

@@ -186,3 +186,139 @@ def test_any_single_file_is_signed_as_the_reference_signs_it(cli, tmp_path, keys
     with pytest.raises(ValueError):
         verifying.Config().use_elliptic_key_verifier(public_key=keys[1]).verify(
             tmp_path / name, tmp_path / "f.sig")
+
+
+# ---------------------------------------------------------------------------------------------
+# Safetensors files: the same tensor names in two files; a .safetensors that is not one
+
+
+def _checkpoints(root):
+    """ckpt-1/ and ckpt-2/model.safetensors: the same names, dtypes and shapes, other values."""
+    import torch
+    from safetensors.torch import save_file
+
+    states = {}
+    for i in (1, 2):
+        state = {"w": torch.full((2, 3), float(i)), "b": torch.arange(4, dtype=torch.int64) * i}
+        (root / f"ckpt-{i}").mkdir(parents=True)
+        save_file(state, root / f"ckpt-{i}" / "model.safetensors")
+        states[f"ckpt-{i}/model.safetensors"] = state
+    return states
+
+
+def test_two_files_with_the_same_tensor_names_are_signed(cli, tmp_path, keys):
+    from sentry import sign_files, verify_files
+
+    model = tmp_path / "model"
+    _checkpoints(model)
+    proc = cli(tmp_path, "sign", "model", "--private-key", keys[0], "--signature", "m.sig")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    st = _statement(tmp_path / "m.sig")
+    assert [(e["name"], e["file"]) for e in st.tensors["entries"]] == [
+        ("b", "ckpt-1/model.safetensors"), ("b", "ckpt-2/model.safetensors"),
+        ("w", "ckpt-1/model.safetensors"), ("w", "ckpt-2/model.safetensors")]
+    verifying.Config().use_elliptic_key_verifier(public_key=keys[1]).verify(
+        model, tmp_path / "m.sig")  # the reference reads the bundle as any other
+    assert cli(tmp_path, "verify", "model", "--signature", "m.sig", "--public-key",
+               keys[1]).returncode == 0
+    sign_files(str(model), str(keys[0]), str(tmp_path / "api.sig"))  # the API too
+    verify_files(str(model), str(tmp_path / "api.sig"), public_key=str(keys[1]))
+
+
+def test_verify_model_of_a_listing_with_repeated_names_must_be_told_the_file(tmp_path, keys):
+    import torch
+
+    from sentry import FormatError, VerificationError, sign_files, verify_model
+
+    model = tmp_path / "model"
+    states = _checkpoints(model)
+    sig = str(tmp_path / "m.sig")
+    sign_files(str(model), str(keys[0]), sig)
+    one, two = states
+    # Which file's "w" would a bare state dict be? Refused, naming the names and the files.
+    with pytest.raises(FormatError, match=r"'b' \(ckpt-1/model.safetensors and ckpt-2/model"
+                                          r".safetensors\), 'w' .*file="):
+        verify_model(states[one], sig, public_key=str(keys[1]))
+    for name, state in states.items():
+        assert verify_model(state, sig, public_key=str(keys[1]), file=name).names == ["b", "w"]
+    both = [one, two]
+    with pytest.raises(FormatError, match="several files"):
+        verify_model(states[one], sig, public_key=str(keys[1]), file=both)
+    # The other file's values, or a changed tensor, are caught.
+    with pytest.raises(VerificationError) as info:
+        verify_model(states[two], sig, public_key=str(keys[1]), file=one)
+    assert info.value.changed == ["b", "w"]
+    tampered = dict(states[one], w=states[one]["w"].clone().fill_(7))
+    with pytest.raises(VerificationError) as info:
+        verify_model(tampered, sig, public_key=str(keys[1]), file=one)
+    assert info.value.changed == ["w"]
+    with pytest.raises(VerificationError, match="lists no tensors of ckpt-3/model.safetensors"):
+        verify_model(states[one], sig, public_key=str(keys[1]), file="ckpt-3/model.safetensors")
+    # A file's tensors, given the file, when the others are elsewhere: only that file's count.
+    with pytest.raises(VerificationError) as info:
+        verify_model({"w": states[one]["w"]}, sig, public_key=str(keys[1]), file=one)
+    assert info.value.missing == ["b"]
+    del torch
+
+
+def test_the_guard_refuses_an_ambiguous_listing_too(tmp_path, keys):
+    from sentry import FormatError, sign_files
+    from sentry.expected import resolve
+
+    model = tmp_path / "model"
+    _checkpoints(model)
+    sign_files(str(model), str(keys[0]), str(tmp_path / "m.sig"))
+    with pytest.raises(FormatError, match="several files"):
+        resolve(str(tmp_path / "m.sig"), public_key=str(keys[1]))
+
+
+@pytest.mark.parametrize("method, where", [("files", "in one file"), ("tensors", "")])
+def test_a_name_repeated_in_one_file_or_a_tensors_listing_is_refused(method, where):
+    from sentry import FormatError
+
+    entry = {"name": "w", "dtype": "F32", "shape": [1], "digest": "ab" * 32}
+    if method == "files":
+        entry.update(file="m.safetensors", offset=16, length=4)
+        resources = [B.Resource("m.safetensors", "sha256", "cd" * 32)]
+    else:
+        resources = [B.Resource("w", "blake3", "ab" * 32)]
+    message = f"duplicate tensor name\\(s\\){' ' + where if where else ''} \\['w'\\]"
+    def statement(entries):
+        return B.make_statement("m", resources, method=method,
+                                hash_type="sha256" if method == "files" else "blake3",
+                                tensors={"hash_type": "blake3", "entries": entries})
+
+    with pytest.raises(FormatError, match=message):  # make_statement parses what it writes
+        statement([entry, dict(entry)])
+    doc = json.loads(statement([entry]))  # and a signed statement that repeats an entry
+    doc["predicate"]["tensors"]["entries"] *= 2
+    with pytest.raises(FormatError, match=message):
+        B.parse_statement(json.dumps(doc).encode())
+
+
+def test_a_safetensors_name_on_another_file_is_signed_as_a_plain_file(cli, tmp_path, keys):
+    from sentry import SentryWarning, sign_files, verify_files
+
+    model = tmp_path / "model"
+    _checkpoints(model)
+    (model / "notes.safetensors").write_bytes(b"not a safetensors file at all\n")
+    proc = cli(tmp_path, "sign", "model", "--private-key", keys[0], "--signature", "m.sig")
+    assert proc.returncode == 0
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(
+        "sentry sign: warning: model/notes.safetensors: not a safetensors file (header length ")
+    assert "signed as a plain file" in proc.stderr
+    st = _statement(tmp_path / "m.sig")
+    assert "notes.safetensors" in [r.name for r in st.resources]
+    assert {e["file"] for e in st.tensors["entries"]} == {"ckpt-1/model.safetensors",
+                                                         "ckpt-2/model.safetensors"}
+    verifying.Config().use_elliptic_key_verifier(public_key=keys[1]).verify(
+        model, tmp_path / "m.sig")
+    verify = ["verify", "model", "--signature", "m.sig", "--public-key", keys[1]]
+    assert cli(tmp_path, *verify).returncode == 0
+    (model / "notes.safetensors").write_bytes(b"not a safetensors file at all!\n")
+    assert_one_line_error(cli(tmp_path, *verify), 1, "changed: notes.safetensors")
+    # the API warns with a SentryWarning; a single file is the same
+    with pytest.warns(SentryWarning, match="notes.safetensors: not a safetensors file"):
+        sign_files(str(model / "notes.safetensors"), str(keys[0]), str(tmp_path / "one.sig"))
+    verify_files(str(model / "notes.safetensors"), str(tmp_path / "one.sig"),
+                 public_key=str(keys[1]))
