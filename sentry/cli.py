@@ -174,8 +174,9 @@ def _ignore_paths(args):
         path = os.path.abspath(p)
         real = os.path.realpath(path)
         if os.path.commonpath([model, real]) != model:
-            _warn(args, f"--ignore-paths {p}: not inside the model {args.model}; it ignores "
-                  "nothing (paths are relative to the current directory)")
+            relative = "" if os.path.isabs(p) else " (relative to the current directory)"
+            _warn(args, f"--ignore-paths {p}: not inside the model {args.model}{relative}; it "
+                  "ignores nothing")
         paths.append(path)
     return paths
 

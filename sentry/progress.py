@@ -70,7 +70,8 @@ class _Reporter:
         self.done = threading.Event()
 
     def line(self):
-        n = max(0, self.counter() - self.start_bytes)
+        now = self.counter()
+        n = 0 if now is None else max(0, now - self.start_bytes)
         seconds = time.monotonic() - self.start
         text = f"{self.label}: {_amount(n)}"
         if self.total:
