@@ -36,8 +36,8 @@ fi
 # the full log is build/setup-build.log.
 mkdir -p build
 stamp=$(python3 scripts/setup_checks.py build-stamp)
-built=$(ls sentry_ops/_C*.so sentry_ops/_build_info.py 2>/dev/null | wc -l)
-if [ "$built" -lt 2 ] || [ "$(cat build/setup-stamp 2>/dev/null)" != "$stamp" ]; then
+if ! compgen -G "sentry_ops/_C*.so" >/dev/null || [ ! -f sentry_ops/_build_info.py ] ||
+    [ "$(cat build/setup-stamp 2>/dev/null || true)" != "$stamp" ]; then
   rm -f build/setup-stamp
   echo "setup: building sentry_ops._C (MAX_JOBS=${MAX_JOBS:=2}; log: build/setup-build.log)"
   if ! MAX_JOBS=$MAX_JOBS python3 setup.py build_ext --inplace --force 2>&1 \
