@@ -318,9 +318,9 @@ def cmd_agent(args):
 
 
 def cmd_bench(args):
-    from .bench import main as bench_main
+    from .bench import run_args
 
-    return bench_main(args.rest)
+    return run_args(args)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -509,9 +509,13 @@ def parser():
     ai.add_argument("--batch-size", type=_positive, default=512, help="inference batch size")
     ai.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     a.set_defaults(func=cmd_agent)
+    from . import bench
 
-    b = sub.add_parser("bench", help="hashing benchmark (sentry bench -- --help)", add_help=False)
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b = sub.add_parser("bench", help="hashing benchmark: model-shaped state dicts, side by side "
+                       "with copy bandwidth and the naive .cpu() + hashlib way",
+                       description=bench.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(b)
     b.set_defaults(func=cmd_bench)
     return p
 
