@@ -3,7 +3,9 @@
 CUDA sources are compiled when the installed torch was built with CUDA and nvcc is found
 (FORCE_CUDA=1 forces them, FORCE_CUDA=0 leaves them out); TORCH_CUDA_ARCH_LIST picks the GPU
 architectures; DEBUG=1 builds -O0 -g. Install with `pip install --no-build-isolation -e .` so
-that the extension is compiled against the torch you run.
+that the extension is compiled against the torch you run. scripts/setup.sh instead builds in
+place (`setup.py build_ext --inplace`, whose object files under build/ make rebuilds
+incremental) and then registers the checkout with SENTRY_SKIP_EXTENSION=1 (no second build).
 
 simdjson (the JSON library of the bundle reader, csrc/bundle/) comes from the system
 (libsimdjson-dev) or from SIMDJSON_ROOT, a prefix holding include/simdjson.h and
@@ -91,7 +93,7 @@ setup(
     description="GPU-native integrity for machine-learning artifacts",
     packages=find_packages(include=["sentry", "sentry.*", "sentry_ops", "sentry_ops.*"]),
     package_data={"sentry": ["cufile.json", "model_shapes/*.json"]},
-    ext_modules=[extension()],
+    ext_modules=[] if os.environ.get("SENTRY_SKIP_EXTENSION") == "1" else [extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     entry_points={"console_scripts": ["sentry = sentry.cli:main"]},
     python_requires=">=3.10",

@@ -15,4 +15,11 @@ rm -rf root
 for deb in ./*.deb; do
   dpkg -x "$deb" root
 done
+# Links become copies: a tree carried to another machine may lose its symbolic links, and the
+# linker needs libsimdjson.so, the loader libsimdjson.so.14 (the library's SONAME).
+find root -type l | while read -r link; do
+  target=$(readlink -f "$link")
+  rm "$link"
+  cp "$target" "$link"
+done
 ls root/usr/include/simdjson.h root/usr/lib/*/libsimdjson.so*

@@ -43,7 +43,7 @@ import typing
 
 from sentry_ops import _C
 
-from .errors import FormatError, VerificationError
+from .errors import FormatError, MethodError, Option, VerificationError, error_text
 from .fileio import atomic_write
 
 _native = _C.bundle
@@ -71,6 +71,8 @@ def native_errors():
         yield
     except _native.FormatError as exc:
         raise FormatError(str(exc)) from None
+    except _native.MethodError as exc:  # parts: text, or (option keyword,)
+        raise MethodError(*(p if isinstance(p, str) else Option(p[0]) for p in exc.args)) from None
     except _native.VerificationError as exc:
         message, changed, missing, unexpected = exc.args
         raise VerificationError(message, changed=changed, missing=missing,
@@ -196,6 +198,8 @@ class Statement:
     ignore_paths: list
     resources: list  # of Resource, in the order listed
     tensors: dict = None  # {"hash_type", "entries": [dict, ...]} or None
+    shard_size: int = None  # method shards: bytes per shard (the reference's shards method)
+    shards: dict = None  # method shards: {path: [(start, end, digest hex)]}, cutting each file
 
 
 def root_digest(resources):
@@ -226,6 +230,11 @@ def _sorted_dict(obj):
     return obj
 
 
+def _entry_order(e):
+    """predicate.tensors order: by name, then by file (names repeat only across files)."""
+    return tuple(e.get(k) if isinstance(e.get(k), str) else "" for k in ("name", "file"))
+
+
 def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=False,
                    ignore_paths=(), tensors=None):
     """The statement's JSON bytes (the DSSE payload), as the reference tool writes them, with the
@@ -233,8 +242,9 @@ def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=F
 
     ``tensors`` (Sentry's extension, required for method ``tensors``) is
     ``{"hash_type": ..., "entries": [{"name", "dtype", "shape", "digest"[, "file", "offset",
-    "length"]}, ...]}``; entries are written sorted by name. The result is parsed back with
-    parse_statement before it is returned, so nothing is written that would not be read.
+    "length"]}, ...]}``; entries are written sorted by name, then file. The result is parsed
+    back with parse_statement before it is returned, so nothing is written that would not be
+    read.
     """
     _check_text(model_name, None, "model_name")
     resources = [r if isinstance(r, Resource) else Resource(*r) for r in resources]
@@ -264,7 +274,7 @@ def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=F
             for k in ("offset", "length"):
                 if k in e:
                     e[k] = _as_int(e[k])
-        entries.sort(key=lambda e: e.get("name") if isinstance(e.get("name"), str) else "")
+        entries.sort(key=_entry_order)
         predicate["tensors"] = {**tensors, "entries": entries}
     statement = {
         "_type": STATEMENT_TYPE,
@@ -391,7 +401,7 @@ def check_signature_target(path):
     except FileNotFoundError:
         return
     except (FormatError, OSError) as exc:
-        why = str(exc).removeprefix(f"{path}: ")
+        why = error_text(exc, path).removeprefix(f"{path}: ")
         raise FormatError(f"{path}: refusing to write the signature there ({why})") from None
     try:
         Bundle.from_json(data, source=path)

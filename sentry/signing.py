@@ -13,6 +13,7 @@ or keyless Sigstore, ``identity`` and ``identity_provider`` with ``trusted_root`
 import dataclasses
 import os
 import time
+import warnings
 
 import torch
 
@@ -23,7 +24,7 @@ from sentry_ops import _C
 from . import bundle as bundle_format
 from . import model_files, safetensors_format
 from .crypto import PrivateKey, PublicKey, certificate_public_key, load_certificates
-from .errors import FormatError, VerificationError
+from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
 _native = _C.bundle
 
@@ -159,8 +160,8 @@ def _native_trust(trust, signature_path):
 
     data = bundle_format.read_bundle_bytes(signature_path)
     if not bundle_format.Bundle.from_json(data, source=signature_path).certificate_chain:
-        raise VerificationError(f"{signature_path}: the bundle carries no certificate: it was "
-                                "signed with a key, not keyless; verify it with public_key")
+        raise MethodError(f"{signature_path}: the bundle carries no certificate: it was signed "
+                          "with a key, not keyless; verify it with ", Option("public_key"))
     payload_type, payload = keyless.verify_bundle(data, signature_path, trust)
     return _native.Trust.verified_keyless(payload_type, payload), data
 
@@ -188,19 +189,36 @@ def _signer(trust):
     return {"identity": trust.identity, "identity_provider": trust.identity_provider}
 
 
-def _expected_tensors(statement, source):
-    """{name: entry} of the signed tensors, from the predicate.tensors extension."""
-    if not statement.tensors:
-        raise VerificationError(
-            f"{source}: this signature lists no tensors (method {statement.method}); "
-            "verify its files with verify_files")
-    # parse_statement has checked that, for method tensors, they agree with the resources.
-    return {e["name"]: e for e in statement.tensors["entries"]}
+def _file_list(file):
+    """verify_model's ``file``: None, or the paths (as the signature names them) as a list."""
+    if file is None:
+        return None
+    return [os.fspath(file)] if isinstance(file, (str, os.PathLike)) else [
+        os.fspath(f) for f in file]
+
+
+def expected_table(signature_path, trust, file=None):
+    """The signature's table of expected tensor digests, its signature checked with ``trust``
+    (trust_from): (hash_type, [(name, 32-byte digest, safetensors dtype, shape)]) sorted by
+    name, of every file or of ``file`` (a path or a list, as the signature names them). The C++
+    reader builds it (sentry::expected_tensors): a name signed in two of the files concerned is
+    a FormatError, a signature without tensors a VerificationError."""
+    path = os.fspath(signature_path)
+    native, data = _native_trust(trust, path)
+    with bundle_format.native_errors():
+        return _native.expected_tensors(path, native, data, _file_list(file))
 
 
 def verify_model(model_or_state_dict, signature_path, *, public_key=None, certificate_chain=None,
-                 identity=None, identity_provider=None, trusted_root=None, trust_config=None):
+                 identity=None, identity_provider=None, trusted_root=None, trust_config=None,
+                 file=None):
     """Checks a module or state dict against a signature, on the tensors' devices.
+
+    With a signature of a directory (method files), the state dict must hold every signed
+    tensor of the directory's safetensors files, or, given ``file`` (a path, or a list of
+    paths, as the signature names them: relative to the model directory), exactly the tensors
+    of those files. A name signed in two of the files concerned is refused (FormatError): the
+    state dict's keys cannot say which file it came from.
 
     Only digests go to the device and only one mismatch flag per tensor comes back. Raises
     VerificationError listing changed, missing and unexpected tensors by name. Give public_key
@@ -217,36 +235,49 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     path = os.fspath(signature_path)
     native, data = _native_trust(trust, path)
     names, tensors = list(state), list(state.values())
+    files = _file_list(file)
     with bundle_format.native_errors():
         if data is None:
-            v = _native.verify_model(names, tensors, path, native)
+            v = _native.verify_model(names, tensors, path, native, files)
         else:
-            v = _native.verify_model_data(names, tensors, data, path, native)
+            v = _native.verify_model_data(names, tensors, data, path, native, files)
     return Verified(v["model_name"], v["method"], v["hash_type"], v["names"], v["key_hint"],
                     v["timings_ms"], **_signer(trust))
 
 
 def _file_tensor_entries(model_dir, files, algorithm):
-    """predicate.tensors entries of every safetensors file: digests of their data regions."""
-    entries, seen = [], {}
+    """predicate.tensors entries of every safetensors file: digests of their data regions. (A
+    name is unique in its file; several files may hold the same names.) A file named
+    .safetensors that is not one is signed as a plain file, its tensors not listed, with a
+    warning."""
+    entries = []
     for rel in files:
         path = model_files.file_path(model_dir, rel)  # rel is "." for a single-file model
         if not path.endswith(".safetensors"):
             continue
-        header = safetensors_format.read_header(path)
-        if not header.entries:
+        header = _header_or_warning(path)
+        if header is None or not header.entries:
             continue
         data = model_files.file_bytes(path)
         views = [data[e.offset:e.offset + e.length] for e in header.entries]
         digests = digests_hex(hash_tensors(views, algorithm))
         for e, digest in zip(header.entries, digests):
-            if e.name in seen:
-                raise FormatError(f"tensor '{e.name}' is in both {seen[e.name]} and {rel}")
-            seen[e.name] = rel
             entries.append({"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
                             "digest": digest, "file": rel, "offset": e.offset,
                             "length": e.length})
-    return sorted(entries, key=lambda e: e["name"])
+    return sorted(entries, key=lambda e: (e["name"], e["file"]))
+
+
+def _header_or_warning(path):
+    """The safetensors header of ``path``, or None with a SentryWarning when it has none: the
+    file is then signed by its bytes only, as model_signing signs every file."""
+    try:
+        return safetensors_format.read_header(path)
+    except FormatError as exc:
+        why = str(exc).removeprefix(f"{path}: ")
+        warnings.warn(SentryWarning(f"{path}: not a safetensors file ({why}); signed as a plain "
+                                    "file, its tensors not listed"), stacklevel=4)
+        return None
 
 
 def _hash_files(model_dir, files, hash_type):
@@ -290,9 +321,9 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
                        trusted_root, trust_config)
     statement, key, timings = _open_bundle(signature_path, trust)
     if statement.method != "files":
-        raise VerificationError(
+        raise MethodError(
             f"{signature_path}: this signature covers tensors (method {statement.method}), not "
-            "files; verify the loaded model with verify_model")
+            "files; verify the loaded model with ", Option("verify_model"))
     allow = statement.allow_symlinks if allow_symlinks is None else allow_symlinks
     files = model_files.list_files(
         model_dir, ignore_paths=list(ignore_paths) + list(statement.ignore_paths),
@@ -307,7 +338,8 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     changed = [f for f in common if actual[f] != expected[f]]
     if changed or missing or unexpected:
         raise VerificationError(f"{model_dir}: the files do not match {signature_path}",
-                                changed=changed, missing=missing, unexpected=unexpected)
+                                changed=changed, missing=missing, unexpected=unexpected,
+                                shown={".": os.fspath(model_dir)})
     if statement.tensors:
         _check_tensor_listing(model_dir, statement, signature_path)
     return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings,

@@ -100,6 +100,16 @@ py::dict statement_dict(const sentry::Statement& st) {
     resources.append(py::make_tuple(text(r.name), r.algorithm, hex(r.digest)));
   }
   out["resources"] = resources;
+  if (st.method == "shards") {
+    out["shard_size"] = st.shard_size;
+    py::dict by_file;  // {path: [(start, end, digest hex)]}, files in the order first listed
+    for (const auto& shard : st.shards) {
+      const py::str path = text(shard.path);
+      if (!by_file.contains(path)) by_file[path] = py::list();
+      by_file[path].cast<py::list>().append(py::make_tuple(shard.start, shard.end, hex(shard.digest)));
+    }
+    out["shards"] = by_file;
+  }
   if (st.has_tensors) {
     py::list entries;
     for (const auto& e : st.tensors) {
@@ -158,6 +168,8 @@ py::dict verified_dict(const sentry::VerifiedModel& v) {
   return out;
 }
 
+using Files = std::optional<std::vector<std::string>>;
+
 py::list str_list(const std::vector<std::string>& items) {
   py::list out;
   for (const auto& s : items) out.append(text(s));
@@ -176,9 +188,23 @@ void sentry_register_bundle(py::module_& m) {
   static PyObject* verification_error =
       PyErr_NewException("sentry_ops._C.bundle.VerificationError", PyExc_Exception, nullptr);
   b.attr("VerificationError") = py::handle(verification_error);
+  static PyObject* method_error =
+      PyErr_NewException("sentry_ops._C.bundle.MethodError", PyExc_Exception, nullptr);
+  b.attr("MethodError") = py::handle(method_error);
   py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const sentry::MethodError& e) {
+      // args: the message's parts, an option as a 1-tuple (keyword,)
+      py::list parts;
+      for (const auto& part : e.parts) {
+        if (part.option) {
+          parts.append(py::make_tuple(text(part.text)));
+        } else {
+          parts.append(text(part.text));
+        }
+      }
+      PyErr_SetObject(method_error, py::tuple(parts).ptr());
     } catch (const sentry::VerificationError& e) {
       py::tuple args = py::make_tuple(text(e.brief), str_list(e.changed), str_list(e.missing),
                                       str_list(e.unexpected));
@@ -251,30 +277,59 @@ void sentry_register_bundle(py::module_& m) {
   b.def(
       "verify_model",
       [](const std::vector<std::string>& names, const std::vector<at::Tensor>& tensors,
-         const std::string& path, const sentry::Trust& trust) {
+         const std::string& path, const sentry::Trust& trust, const Files& files) {
         const sentry::NamedTensors state = named(names, tensors);
         std::optional<sentry::VerifiedModel> v;
         {
           py::gil_scoped_release release;
-          v.emplace(sentry::verify_model(state, path, trust));
+          v.emplace(sentry::verify_model(state, path, trust, files));
         }
         return verified_dict(*v);
       },
-      py::arg("names"), py::arg("tensors"), py::arg("path"), py::arg("trust"));
+      py::arg("names"), py::arg("tensors"), py::arg("path"), py::arg("trust"),
+      py::arg("files") = py::none());
   b.def(
       "verify_model_data",
       [](const std::vector<std::string>& names, const std::vector<at::Tensor>& tensors,
-         const py::bytes& data, const std::string& source, const sentry::Trust& trust) {
+         const py::bytes& data, const std::string& source, const sentry::Trust& trust,
+         const Files& files) {
         const sentry::NamedTensors state = named(names, tensors);
         std::string_view d = view(data);
         std::optional<sentry::VerifiedModel> v;
         {
           py::gil_scoped_release release;
-          v.emplace(sentry::verify_model_data(state, d, source, trust));
+          v.emplace(sentry::verify_model_data(state, d, source, trust, files));
         }
         return verified_dict(*v);
       },
-      py::arg("names"), py::arg("tensors"), py::arg("data"), py::arg("source"), py::arg("trust"));
+      py::arg("names"), py::arg("tensors"), py::arg("data"), py::arg("source"), py::arg("trust"),
+      py::arg("files") = py::none());
+  b.def(
+      "expected_tensors",
+      [](const std::string& source, const sentry::Trust& trust, const std::optional<py::bytes>& data,
+         const Files& files) {
+        std::optional<sentry::SignedStatement> s;
+        std::vector<const sentry::TensorEntry*> table;
+        {
+          std::string_view d = data ? view(*data) : std::string_view();
+          py::gil_scoped_release release;
+          s.emplace(data ? sentry::open_bundle_data(d, source, trust)
+                         : sentry::open_bundle(source, trust));
+          table = sentry::expected_tensors(s->statement, source, files);
+        }
+        py::list rows;
+        for (const sentry::TensorEntry* e : table) {
+          rows.append(py::make_tuple(
+              text(e->name), py::bytes(reinterpret_cast<const char*>(e->digest.data()), 32),
+              e->dtype, py::tuple(py::cast(e->shape))));
+        }
+        return py::make_tuple(s->statement.tensor_hash_type, rows);
+      },
+      py::arg("source"), py::arg("trust"), py::arg("data") = py::none(),
+      py::arg("files") = py::none(),
+      "Opens a bundle (the file `source`, or `data` read from it), checks its signature and "
+      "returns its table of expected tensor digests: (hash_type, [(name, digest, dtype, "
+      "shape)]) sorted by name, of every file or of `files`.");
   b.def(
       "loads",
       [](const py::bytes& data, const std::string& source, const std::string& what) {

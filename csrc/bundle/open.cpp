@@ -75,10 +75,10 @@ crypto::PublicKey certificate_key(const Bundle& bundle, const std::vector<std::s
   if (!bundle.tlog_entries.empty()) {
     // A Fulcio certificate chains to the Fulcio CA for any identity: only the keyless checks
     // (identity, issuer, log) make it mean something.
-    throw VerificationError(source +
-                            ": this is a Sigstore keyless signature (it has a transparency-log "
-                            "entry); verify it with identity, identity_provider and trusted_root "
-                            "or trust_config");
+    throw MethodError({{source + ": this is a Sigstore keyless signature (it has a "
+                        "transparency-log entry); verify it with "},
+                       {"identity", true}, {", "}, {"identity_provider", true}, {" and "},
+                       {"trusted_root", true}, {" or "}, {"trust_config", true}});
   }
   try {
     return crypto::verify_certificate_chain(bundle.certificate_chain, roots);
@@ -91,9 +91,9 @@ crypto::PublicKey certificate_key(const Bundle& bundle, const std::vector<std::s
 
 crypto::PublicKey keyless_key(const Bundle& bundle, const Trust& trust, const std::string& source) {
   if (bundle.certificate_chain.empty()) {
-    throw VerificationError(source +
-                            ": the bundle carries no certificate: it was signed with a key, not "
-                            "keyless; verify it with public_key");
+    throw MethodError({{source + ": the bundle carries no certificate: it was signed with a key, "
+                        "not keyless; verify it with "},
+                       {"public_key", true}});
   }
   if (TrustAccess::payload_type(trust) != bundle.payload_type ||
       TrustAccess::payload(trust) != bundle.payload) {

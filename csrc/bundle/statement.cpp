@@ -17,7 +17,7 @@ using json::Field;
 
 namespace {
 
-const char* const kMethods = "['files', 'tensors']";
+const char* const kMethods = "['files', 'tensors', 'shards']";
 
 // Python's repr() of a list of strings: ['a', 'b'].
 std::string repr_list(const std::vector<std::string_view>& items) {
@@ -26,7 +26,8 @@ std::string repr_list(const std::vector<std::string_view>& items) {
   return out + "]";
 }
 
-// The reference's order: pathlib.PurePosixPath compares the lists of path components.
+}  // namespace
+
 int compare_components(std::string_view a, std::string_view b) {
   while (true) {
     const std::size_t ea = std::min(a.find('/'), a.size()), eb = std::min(b.find('/'), b.size());
@@ -38,6 +39,8 @@ int compare_components(std::string_view a, std::string_view b) {
     b.remove_prefix(eb + 1);
   }
 }
+
+namespace {
 
 template <class Names>
 bool strictly_increasing(const Names& names, bool by_components) {
@@ -162,19 +165,35 @@ Statement parse_v02(const json::Reader& reader, json::object doc, const Field& r
 struct MethodInfo {
   std::string_view name;
   std::array<std::string_view, 2> hash_types;
+  std::size_t hash_type_count;
   std::string_view listed;  // for messages
 };
 constexpr MethodInfo kMethodInfo[] = {
-    {"files", {"sha256", "blake3"}, "['sha256', 'blake3']"},
-    {"tensors", {"blake3", "sha256-tree"}, "['blake3', 'sha256-tree']"},
+    {"files", {"sha256", "blake3"}, 2, "['sha256', 'blake3']"},
+    {"tensors", {"blake3", "sha256-tree"}, 2, "['blake3', 'sha256-tree']"},
+    {"shards", {"sha256", ""}, 1, "['sha256']"},  // the reference's blake2 Sentry lacks
 };
 
 void read_serialization(const json::Reader& reader, json::element value, const Field& field,
                         Statement& out) {
   const json::object ser = reader.as_object(value, field);
-  static constexpr std::array<std::string_view, 4> kKeys{"method", "hash_type", "allow_symlinks",
-                                                         "ignore_paths"};
-  const auto m = json::members(reader, ser, kKeys, 3, field);
+  json::element method_value;
+  const bool sharded = ser.at_key("method").get(method_value) == simdjson::SUCCESS &&
+                       method_value.is_string() &&
+                       method_value.get_string().value_unsafe() == "shards";
+  // shard_size is required with method shards and unknown (refused) otherwise.
+  static constexpr std::array<std::string_view, 5> kKeys{"method", "hash_type", "allow_symlinks",
+                                                         "shard_size", "ignore_paths"};
+  static constexpr std::array<std::string_view, 4> kPlainKeys{"method", "hash_type",
+                                                              "allow_symlinks", "ignore_paths"};
+  json::Members<5> m;
+  if (sharded) {
+    m = json::members(reader, ser, kKeys, 4, field);
+  } else {
+    const auto plain = json::members(reader, ser, kPlainKeys, 3, field);
+    for (std::size_t k = 0; k < 3; ++k) m.values[k] = plain.values[k];
+    m.values[4] = plain.values[3];
+  }
   const Field mf = field.key("method");
   const std::string_view method = reader.as_text(*m[0], mf);
   const MethodInfo* info = nullptr;
@@ -186,27 +205,35 @@ void read_serialization(const json::Reader& reader, json::element value, const F
   }
   const Field hf = field.key("hash_type");
   const std::string_view hash_type = reader.as_text(*m[1], hf);
-  if (hash_type != info->hash_types[0] && hash_type != info->hash_types[1]) {
+  if (std::find(info->hash_types.begin(), info->hash_types.begin() + info->hash_type_count,
+                hash_type) == info->hash_types.begin() + info->hash_type_count) {
     reader.fail(hf, "unsupported " + json::repr(hash_type) + " for method " + json::repr(method) +
                         "; expected one of " + std::string(info->listed));
   }
   out.method = std::string(method);
   out.hash_type = std::string(hash_type);
   out.allow_symlinks = reader.as_bool(*m[2], field.key("allow_symlinks"));
-  if (m[3]) {
+  if (m[4]) {
     const Field pf = field.key("ignore_paths");
     std::size_t i = 0;
-    for (json::element path : reader.as_array(*m[3], pf)) {
+    for (json::element path : reader.as_array(*m[4], pf)) {
       const Field ef = pf.index(i++);
       out.ignore_paths.emplace_back(reader.as_relative_path(path, ef));
     }
   }
+  if (sharded) out.shard_size = shards::read_size(reader, *m[3], field.key("shard_size"));
 }
 
 void read_resources(const json::Reader& reader, json::element value, const Field& field,
                     Statement& out) {
   const json::array items = reader.as_array(value, field);
   const bool files = out.method == "files";
+  const bool sharded = out.method == "shards";
+  // What each resource's algorithm must be: the hash type, or sha256-sharded-SIZE.
+  const std::string expected_algorithm =
+      sharded ? shards::algorithm(out.hash_type, out.shard_size) : out.hash_type;
+  std::vector<shards::Name> shard_names;
+  if (sharded) shard_names.reserve(items.size());
   const std::size_t count = items.size();
   out.resources.reserve(count);
   std::unordered_set<std::string_view> seen;
@@ -222,26 +249,40 @@ void read_resources(const json::Reader& reader, json::element value, const Field
     const std::string_view name = reader.as_text(*m[0], nf);
     if (files) {
       if (!(name == "." && count == 1)) reader.check_relative_path(name, nf);  // "." is one file
+    } else if (sharded) {
+      shard_names.push_back(shards::parse_name(reader, name, nf));
+      const std::string_view path = shard_names.back().path;
+      if (path != ".") reader.check_relative_path(path, nf);  // "." is a single-file model
     } else if (name.empty()) {
       reader.fail(nf, "empty name");
     }
     if (!seen.insert(name).second) reader.fail(nf, "duplicate resource " + json::repr(name));
     const Field af = rf.key("algorithm");
     const std::string_view algorithm = reader.as_text(*m[1], af);
-    if (algorithm != "sha256" && algorithm != "blake3" && algorithm != "sha256-tree") {
-      reader.fail(af, "unknown algorithm " + json::repr(algorithm));
-    }
-    if (algorithm != out.hash_type) {
+    if (algorithm != expected_algorithm) {
+      if (algorithm != "sha256" && algorithm != "blake3" && algorithm != "sha256-tree") {
+        reader.fail(af, "unknown algorithm " + json::repr(algorithm));
+      }
       reader.fail(af, json::repr(algorithm) + " differs from serialization.hash_type " +
-                          json::repr(out.hash_type));
+                          json::repr(expected_algorithm));
     }
     out.resources.push_back(
         Resource{std::string(name), std::string(algorithm), reader.as_digest(*m[2], rf.key("digest"))});
     names.push_back(name);
   }
-  if (!strictly_increasing(names, false) && !strictly_increasing(names, true)) {
+  bool in_order = strictly_increasing(names, false);
+  if (!in_order && sharded) {
+    in_order = std::adjacent_find(shard_names.begin(), shard_names.end(),
+                                  [](const shards::Name& a, const shards::Name& b) {
+                                    return !shards::less(a, b);
+                                  }) == shard_names.end();
+  } else if (!in_order) {
+    in_order = strictly_increasing(names, true);
+  }
+  if (!in_order) {
     reader.fail(field, "not sorted by name (neither in code-point order nor by path components)");
   }
+  if (sharded) shards::collect(reader, shard_names, field, out);
 }
 
 // Bytes a tensor of this dtype and shape takes; FormatError (on `field`) when they do not end on
@@ -352,20 +393,34 @@ void read_tensors(const json::Reader& reader, json::element value, const Field& 
     read_tensor_entry(reader, item, ef, out, signed_files, out.tensors[i]);
     ++i;
   }
-  std::vector<std::string_view> names;
-  names.reserve(out.tensors.size());
-  for (const TensorEntry& e : out.tensors) names.push_back(e.name);
-  if (!strictly_increasing(names, false)) {
-    std::vector<std::string_view> sorted = names;
-    std::sort(sorted.begin(), sorted.end());
+  // Order and uniqueness by (name, file): two files of a model may hold the same names (file is
+  // empty for an entry without one). Method tensors names tensors only: a name is its resource.
+  const bool per_file = out.method == "files";
+  auto key_less = [&](const TensorEntry& a, const TensorEntry& b) {
+    const int c = a.name.compare(b.name);
+    return c < 0 || (c == 0 && per_file && a.file < b.file);
+  };
+  bool increasing = true;
+  for (std::size_t k = 1; increasing && k < out.tensors.size(); ++k) {
+    increasing = key_less(out.tensors[k - 1], out.tensors[k]);
+  }
+  if (!increasing) {
+    std::vector<const TensorEntry*> sorted;
+    sorted.reserve(out.tensors.size());
+    for (const TensorEntry& e : out.tensors) sorted.push_back(&e);
+    std::sort(sorted.begin(), sorted.end(),
+              [&](const TensorEntry* a, const TensorEntry* b) { return key_less(*a, *b); });
     std::vector<std::string_view> dups;
     for (std::size_t k = 1; k < sorted.size() && dups.size() < 5; ++k) {
-      if (sorted[k] == sorted[k - 1] && (dups.empty() || dups.back() != sorted[k])) {
-        dups.push_back(sorted[k]);
-      }
+      const bool same = !key_less(*sorted[k - 1], *sorted[k]);
+      if (same && (dups.empty() || dups.back() != sorted[k]->name)) dups.push_back(sorted[k]->name);
     }
-    if (!dups.empty()) reader.fail(lf, "duplicate tensor name(s) " + repr_list(dups));
-    reader.fail(lf, "not sorted by name in code-point order");
+    if (!dups.empty()) {
+      reader.fail(lf, std::string("duplicate tensor name(s)") + (per_file ? " in one file " : " ") +
+                          repr_list(dups));
+    }
+    reader.fail(lf, per_file ? "not sorted by name, then file, in code-point order"
+                             : "not sorted by name in code-point order");
   }
   out.has_tensors = true;
   out.tensor_hash_type = std::string(hash_type);
@@ -478,10 +533,72 @@ Statement parse_statement(std::string_view payload, const std::string& source) {
   out.root = digest_from_hex(subject.sha256_hex);
   const Field tf = pf.key("tensors");
   json::element tensors;
+  if (out.method == "shards" && has(predicate, "tensors")) {
+    reader.fail(tf, "not used with method 'shards'");
+  }
   if (predicate.at_key("tensors").get(tensors) == simdjson::SUCCESS) {
     read_tensors(reader, tensors, tf, out);
   } else if (out.method == "tensors") {
     reader.fail(tf, "missing (required for method 'tensors')");
+  }
+  return out;
+}
+
+std::vector<const TensorEntry*> expected_tensors(
+    const Statement& st, const std::string& source,
+    const std::optional<std::vector<std::string>>& files) {
+  if (!st.has_tensors) {
+    throw VerificationError(source + ": this signature lists no tensors (method " + st.method +
+                            "); verify its files with verify_files");
+  }
+  std::vector<const TensorEntry*> out;
+  out.reserve(st.tensors.size());
+  if (files) {
+    std::vector<std::string_view> listed;  // files with tensors, sorted
+    for (const TensorEntry& e : st.tensors) {
+      if (e.has_location) listed.push_back(e.file);
+    }
+    std::sort(listed.begin(), listed.end());
+    listed.erase(std::unique(listed.begin(), listed.end()), listed.end());
+    std::string unknown;
+    for (const std::string& f : *files) {
+      if (!std::binary_search(listed.begin(), listed.end(), std::string_view(f))) {
+        unknown += (unknown.empty() ? "" : ", ") + f;
+      }
+    }
+    if (!unknown.empty()) {
+      std::string with;
+      for (std::string_view f : listed) with += (with.empty() ? "" : ", ") + std::string(f);
+      throw VerificationError(source + ": lists no tensors of " + unknown +
+                              " (files with tensors: " + (with.empty() ? "none" : with) + ")");
+    }
+    for (const TensorEntry& e : st.tensors) {
+      if (e.has_location && std::find(files->begin(), files->end(), e.file) != files->end()) {
+        out.push_back(&e);
+      }
+    }
+  } else {
+    for (const TensorEntry& e : st.tensors) out.push_back(&e);
+  }
+  // Entries are sorted by (name, file): a repeated name is a run of neighbours.
+  std::string shown;
+  std::size_t repeated = 0;
+  for (std::size_t i = 0; i < out.size();) {
+    std::size_t j = i + 1;
+    while (j < out.size() && out[j]->name == out[i]->name) ++j;
+    if (j - i > 1 && ++repeated <= 3) {
+      std::string where;
+      for (std::size_t k = i; k < j; ++k) where += (k > i ? " and " : "") + out[k]->file;
+      shown += (shown.empty() ? "'" : ", '") + out[i]->name + "' (" + where + ")";
+    }
+    i = j;
+  }
+  if (repeated) {
+    throw FormatError(source + ": tensors of the same name are signed in several files: " + shown +
+                      (repeated > 3 ? ", ..." : "") +
+                      "; a loaded state dict cannot say which file it came from: name the file "
+                      "its tensors were loaded from (file=), or verify the files on disk "
+                      "(verify_files)");
   }
   return out;
 }

@@ -60,6 +60,7 @@ void hash_group(DeviceGroup& group, const std::vector<const at::Tensor*>& tensor
 }
 
 VerifiedModel verify(const NamedTensors& state, const std::string& source,
+                     const std::optional<std::vector<std::string>>& files,
                      const std::function<SignedStatement()>& open) {
   auto t0 = Clock::now();
   // Name order: the order of the statement's entries (code-point order = UTF-8 byte order).
@@ -95,17 +96,15 @@ VerifiedModel verify(const NamedTensors& state, const std::string& source,
 
   SignedStatement opened = open();
   const Statement& st = opened.statement;
-  if (!st.has_tensors) {
-    throw VerificationError(source + ": this signature lists no tensors (method " + st.method +
-                            "); verify its files with verify_files");
-  }
 
   t0 = Clock::now();
+  const std::vector<const TensorEntry*> table = expected_tensors(st, source, files);
   // Merge the sorted names with the sorted entries.
   std::vector<const TensorEntry*> expected(names.size(), nullptr);
   std::vector<std::string> changed, missing, unexpected, common;
   std::size_t k = 0;
-  for (const TensorEntry& e : st.tensors) {
+  for (const TensorEntry* entry : table) {
+    const TensorEntry& e = *entry;
     while (k < names.size() && *names[k] < e.name) unexpected.push_back(*names[k++]);
     if (k < names.size() && *names[k] == e.name) {
       expected[k] = &e;
@@ -177,13 +176,17 @@ VerifiedModel verify(const NamedTensors& state, const std::string& source,
 }  // namespace
 
 VerifiedModel verify_model(const NamedTensors& tensors, const std::string& signature_path,
-                           const Trust& trust) {
-  return verify(tensors, signature_path, [&] { return open_bundle(signature_path, trust); });
+                           const Trust& trust,
+                           const std::optional<std::vector<std::string>>& files) {
+  return verify(tensors, signature_path, files,
+                [&] { return open_bundle(signature_path, trust); });
 }
 
 VerifiedModel verify_model_data(const NamedTensors& tensors, std::string_view bundle_data,
-                                const std::string& source, const Trust& trust) {
-  return verify(tensors, source, [&] { return open_bundle_data(bundle_data, source, trust); });
+                                const std::string& source, const Trust& trust,
+                                const std::optional<std::vector<std::string>>& files) {
+  return verify(tensors, source, files,
+                [&] { return open_bundle_data(bundle_data, source, trust); });
 }
 
 }  // namespace sentry

@@ -209,11 +209,18 @@ TEST(SignedHere, UnsignedStatementIsNeverParsed) {
 TEST(SignedHere, KeylessTrustNeedsTheVerifiedPayload) {
   const Signer signer;
   const std::string data = signer.sign(tensor_statement());
-  // No certificate: a key bundle is not keyless.
-  EXPECT_THROW(sentry::open_bundle_data(data, "t.sig", Trust::verified_keyless(
-                                                          std::string(sentry::kPayloadType),
-                                                          tensor_statement())),
-               VerificationError);
+  // No certificate: a key bundle is not keyless; the error names the option to give instead.
+  try {
+    sentry::open_bundle_data(data, "t.sig", Trust::verified_keyless(
+                                                std::string(sentry::kPayloadType), tensor_statement()));
+    FAIL() << "a key bundle verified keyless";
+  } catch (const sentry::MethodError& e) {
+    ASSERT_EQ(e.parts.size(), 2u);
+    EXPECT_TRUE(e.parts[1].option);
+    EXPECT_EQ(e.parts[1].text, "public_key");
+    EXPECT_EQ(std::string(e.what()), "t.sig: the bundle carries no certificate: it was signed "
+                                     "with a key, not keyless; verify it with public_key");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,7 +263,11 @@ TEST(Statement, RefusalsNameTheField) {
        "predicate.resources[0].name: invalid string: a bad escape or a lone surrogate"},
       {"NaN", replace("false", "NaN"), "predicate.serialization.allow_symlinks: NaN is not valid"},
       {"bool", replace("false", "\"false\""), "allow_symlinks: must be true or false, got 'false'"},
-      {"method", replace("\"tensors\"}", "\"shards\"}"), "unsupported method 'shards'"},
+      {"method", replace("\"tensors\"}", "\"sharding\"}"), "unsupported method 'sharding'"},
+      {"shards", replace("\"tensors\"}", "\"shards\"}"),
+       "predicate.serialization: missing 'shard_size'"},
+      {"shard_size", replace("\"tensors\"}", "\"tensors\", \"shard_size\": 8"),
+       "predicate.serialization: unknown field(s) 'shard_size'"},
       {"digest", replace(kDigestA, std::string(64, 'A')), "resources[0].digest: must be 64 lower"},
       {"subject field", replace("\"m\"", "\"m\", \"x\": 1"), ""},  // unknown: ignored
       {"unsorted", replace("\"name\": \"a\", \"shape\"", "\"name\": \"c\", \"shape\""),
@@ -332,6 +343,205 @@ TEST(Bundle, EnvelopeRefusals) {
     const std::string m = format_error([&] { sentry::parse_bundle(data, "b.sig"); });
     EXPECT_NE(m.find(message), std::string::npos) << m;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// tensor names repeated across files (two checkpoints side by side), and the expected table
+
+const char* const kFileOne = "ckpt-1/model.safetensors";
+const char* const kFileTwo = "ckpt-2/model.safetensors";
+
+// A method-files statement of kFileOne and kFileTwo listing `entries` (JSON objects).
+std::string files_statement(const std::vector<std::string>& entries) {
+  std::string raw;
+  for (const std::string& h : {kDigestA, kDigestB}) {
+    for (std::size_t i = 0; i < 32; ++i) raw += static_cast<char>(std::stoi(h.substr(2 * i, 2), nullptr, 16));
+  }
+  std::string listed;
+  for (const std::string& e : entries) listed += (listed.empty() ? "" : ", ") + e;
+  return R"({"_type": "https://in-toto.io/Statement/v1", "subject": [{"name": "m", "digest": {"sha256": ")" +
+         sentry::crypto::sha256_hex(raw) +
+         R"("}}], "predicateType": "https://model_signing/signature/v1.0", "predicate": {
+  "resources": [{"algorithm": "sha256", "digest": ")" + kDigestA + R"(", "name": ")" + kFileOne + R"("},
+                {"algorithm": "sha256", "digest": ")" + kDigestB + R"(", "name": ")" + kFileTwo + R"("}],
+  "serialization": {"allow_symlinks": false, "hash_type": "sha256", "method": "files"},
+  "tensors": {"hash_type": "blake3", "entries": [)" + listed + "]}}}";
+}
+
+std::string entry(const std::string& name, const std::string& file, char digest = 'c') {
+  return R"({"name": ")" + name + R"(", "dtype": "F32", "shape": [1], "digest": ")" +
+         std::string(64, digest) + R"(", "file": ")" + file + R"(", "offset": 8, "length": 4})";
+}
+
+TEST(Statement, TensorNamesRepeatAcrossFilesNotWithinOne) {
+  const auto st = sentry::parse_statement(
+      files_statement({entry("b", kFileOne), entry("b", kFileTwo), entry("w", kFileOne),
+                       entry("w", kFileTwo)}),
+      "s");
+  ASSERT_EQ(st.tensors.size(), 4u);
+  EXPECT_EQ(st.tensors[1].name, "b");
+  EXPECT_EQ(st.tensors[1].file, kFileTwo);
+  const std::pair<std::vector<std::string>, const char*> bad[] = {
+      {{entry("w", kFileTwo), entry("w", kFileOne)},
+       "s: predicate.tensors.entries: not sorted by name, then file, in code-point order"},
+      {{entry("w", kFileOne), entry("w", kFileOne, 'd')},
+       "s: predicate.tensors.entries: duplicate tensor name(s) in one file ['w']"},
+  };
+  for (const auto& [entries, message] : bad) {
+    EXPECT_EQ(format_error([&] { sentry::parse_statement(files_statement(entries), "s"); }),
+              message);
+  }
+  // Method tensors names tensors only: the same name twice is refused whatever `file` says
+  // (else the second entry would go unchecked against the resources).
+  std::string twice = tensor_statement(R"(, "file": "x", "offset": 0, "length": 24)");
+  twice.replace(twice.find(R"("name": "b", "shape": [])"), 24,
+                R"("name": "a", "shape": [], "file": "y", "offset": 0, "length": 2)");
+  EXPECT_EQ(format_error([&] { sentry::parse_statement(twice, "s"); }),
+            "s: predicate.tensors.entries: duplicate tensor name(s) ['a']");
+}
+
+TEST(ExpectedTensors, AllOrThoseOfTheFilesNamed) {
+  const auto st = sentry::parse_statement(
+      files_statement({entry("b", kFileOne), entry("b", kFileTwo), entry("w", kFileOne),
+                       entry("w", kFileTwo, 'd')}),
+      "s");
+  // All of them: which file's "w" would a state dict be? Refused, naming names and files.
+  EXPECT_EQ(format_error([&] { sentry::expected_tensors(st, "m.sig"); }),
+            "m.sig: tensors of the same name are signed in several files: 'b' (" +
+                std::string(kFileOne) + " and " + kFileTwo + "), 'w' (" + kFileOne + " and " +
+                kFileTwo +
+                "); a loaded state dict cannot say which file it came from: name the file its "
+                "tensors were loaded from (file=), or verify the files on disk (verify_files)");
+  const auto two = sentry::expected_tensors(st, "m.sig", std::vector<std::string>{kFileTwo});
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0]->name, "b");
+  EXPECT_EQ(two[1]->name, "w");
+  EXPECT_EQ(two[1]->digest[0], 0xdd);
+  EXPECT_NE(format_error([&] {
+              sentry::expected_tensors(st, "m.sig", std::vector<std::string>{kFileOne, kFileTwo});
+            }).find("several files"),
+            std::string::npos);
+  try {
+    sentry::expected_tensors(st, "m.sig", std::vector<std::string>{"ckpt-3/model.safetensors"});
+    FAIL() << "a file without tensors";
+  } catch (const VerificationError& e) {
+    EXPECT_EQ(std::string(e.what()), "m.sig: lists no tensors of ckpt-3/model.safetensors (files "
+                                     "with tensors: " + std::string(kFileOne) + ", " + kFileTwo + ")");
+  }
+  // A tensors-method statement: every entry, in name order.
+  const auto tensors = sentry::parse_statement(tensor_statement(), "s");
+  EXPECT_EQ(sentry::expected_tensors(tensors, "m.sig").size(), 2u);
+  // A statement without a tensor listing has no table.
+  const auto plain = sentry::open_bundle(kVectors + "v1.1.1-key/model.sig", key_trust("key-p256.pub"));
+  EXPECT_THROW(sentry::expected_tensors(plain.statement, "m.sig"), VerificationError);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the reference's shards method
+
+struct ShardFile {
+  std::string path;
+  std::uint64_t size;
+};
+
+// A shards statement as model_signing 1.1.1 writes it: shard_size a float, resources in (path
+// components, start) order, each digest the SHA-256 of the resource's name (any digest will do).
+std::string shards_statement(const std::string& shard_size, std::uint64_t size,
+                             const std::vector<ShardFile>& files,
+                             const std::function<void(std::vector<std::string>&)>& edit = {}) {
+  std::vector<std::string> names;
+  for (const ShardFile& f : files) {
+    for (std::uint64_t start = 0; start < f.size; start += size) {
+      names.push_back(f.path + ":" + std::to_string(start) + ":" +
+                      std::to_string(std::min(start + size, f.size)));
+    }
+  }
+  if (edit) edit(names);
+  std::string raw, resources;
+  for (const std::string& name : names) {
+    const std::string digest = sentry::crypto::sha256_hex(name);
+    for (std::size_t i = 0; i < 32; ++i) raw += static_cast<char>(std::stoi(digest.substr(2 * i, 2), nullptr, 16));
+    resources += std::string(resources.empty() ? "" : ", ") + R"({"algorithm": "sha256-sharded-)" +
+                 std::to_string(size) + R"(", "digest": ")" + digest + R"(", "name": ")" + name + R"("})";
+  }
+  return R"({"_type": "https://in-toto.io/Statement/v1", "subject": [{"name": "m", "digest": {"sha256": ")" +
+         sentry::crypto::sha256_hex(raw) +
+         R"("}}], "predicateType": "https://model_signing/signature/v1.0", "predicate": {
+  "resources": [)" + resources + R"(],
+  "serialization": {"allow_symlinks": false, "hash_type": "sha256", "method": "shards",
+                    "shard_size": )" + shard_size + "}}}";
+}
+
+TEST(Shards, StatementAsTheReferenceWritesIt) {
+  const auto st = sentry::parse_statement(
+      shards_statement("1000.0", 1000, {{"a.bin", 2500}, {"b", 1000}}), "s");
+  EXPECT_EQ(st.method, "shards");
+  EXPECT_EQ(st.shard_size, 1000u);
+  ASSERT_EQ(st.shards.size(), 4u);
+  EXPECT_EQ(st.shards[2].path, "a.bin");
+  EXPECT_EQ(st.shards[2].start, 2000u);
+  EXPECT_EQ(st.shards[2].end, 2500u);
+  EXPECT_EQ(hex(st.shards[2].digest), sentry::crypto::sha256_hex("a.bin:2000:2500"));
+  EXPECT_EQ(st.shards[3].path, "b");
+  EXPECT_EQ(st.resources[0].algorithm, "sha256-sharded-1000");
+  // Eleven shards: the reference's numeric order (a:900:1000 before a:1000:1050) is not
+  // code-point order; an integer shard_size, and paths holding ':', are read too.
+  const auto eleven = sentry::parse_statement(shards_statement("100", 100, {{"a", 1050}}), "s");
+  EXPECT_EQ(eleven.shards.back().start, 1000u);
+  EXPECT_EQ(sentry::parse_statement(shards_statement("7", 7, {{"x:1:2", 8}}), "s").shards[1].path,
+            "x:1:2");
+  // A single-file model's file is '.'.
+  EXPECT_EQ(sentry::parse_statement(shards_statement("7", 7, {{".", 8}}), "s").shards[0].path, ".");
+}
+
+TEST(Shards, Refusals) {
+  using Edit = std::function<void(std::vector<std::string>&)>;
+  const std::vector<ShardFile> files = {{"a.bin", 2500}, {"b", 1000}};
+  struct Case {
+    const char* what;
+    std::string statement;
+    const char* message;
+  };
+  auto edited = [&](const Edit& edit) { return shards_statement("1000.0", 1000, files, edit); };
+  const Case cases[] = {
+      {"size zero", shards_statement("0", 1000, files), "shard_size: must be a positive integer, got 0"},
+      {"size fraction", shards_statement("999.5", 1000, files), "shard_size: must be a positive"},
+      {"size negative", shards_statement("-1000", 1000, files), "shard_size: must be a positive"},
+      {"size 2^63", shards_statement("9223372036854775808", 1000, files), "shard_size: must be"},
+      {"size float 2^63", shards_statement("9.3e18", 1000, files), "shard_size: must be"},
+      {"size bool", shards_statement("true", 1000, files), "got True"},
+      {"size other", shards_statement("999.0", 1000, files),
+       "resources[0].algorithm: 'sha256-sharded-1000' differs from serialization.hash_type "
+       "'sha256-sharded-999'"},
+      {"name", edited([](auto& n) { n[0] = "a.bin:0"; }), "resources[0].name: 'a.bin:0' is not PATH:START:END"},
+      {"name sign", edited([](auto& n) { n[0] = "a.bin:+0:1000"; }), "is not PATH:START:END"},
+      {"leading zero", edited([](auto& n) { n[1] = "a.bin:01000:2000"; }), "is not PATH:START:END"},
+      {"beyond 64 bits", edited([](auto& n) { n[2] = "a.bin:2000:99999999999999999999"; }),
+       "is not PATH:START:END"},
+      {"gap", edited([](auto& n) { n.erase(n.begin() + 1); }),
+       "predicate.resources: the shards of 'a.bin' do not cut it into consecutive 1000-byte "
+       "pieces (shard 2000:2500)"},
+      {"short middle", edited([](auto& n) { n[1] = "a.bin:1000:1999"; }), "do not cut it"},
+      {"long last", edited([](auto& n) { n[2] = "a.bin:2000:3001"; }), "do not cut it"},
+      {"empty last", edited([](auto& n) { n[2] = "a.bin:2000:2000"; }), "do not cut it"},
+      {"not from 0", edited([](auto& n) { n[3] = "b:1000:2000"; }), "do not cut it"},
+      {"order", edited([](auto& n) { std::swap(n[0], n[1]); }), "predicate.resources: not sorted"},
+      {"duplicate", edited([](auto& n) { n[1] = n[0]; }), "duplicate resource 'a.bin:0:1000'"},
+      {"path", edited([](auto& n) { n[3] = "../b:0:1000"; }), "has an empty, '.' or '..' component"},
+      {"dot among files", edited([](auto& n) { n[3] = ".:0:1000"; }),
+       "'.' (a single-file model) among other files"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const std::string m = format_error([&] { sentry::parse_statement(c.statement, "s"); });
+    EXPECT_NE(m.find(c.message), std::string::npos) << m;
+  }
+  // Sentry's tensor listing has no place in a shards statement.
+  std::string with_tensors = shards_statement("1000.0", 1000, files);
+  with_tensors.insert(with_tensors.size() - 2, R"(, "tensors": {"hash_type": "blake3", "entries": []})");
+  EXPECT_NE(format_error([&] { sentry::parse_statement(with_tensors, "s"); })
+                .find("predicate.tensors: not used with method 'shards'"),
+            std::string::npos);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,15 +8,14 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "sha256.h"
 #include "tree_host.h"
+#include "vector_files.h"
 
 namespace {
 
@@ -46,32 +45,30 @@ std::string tree_hex(const std::vector<uint8_t>& data) {
 
 // ---- BLAKE3 ---------------------------------------------------------------------------------
 
-// (input_len, hash-mode digest) pairs of the official vectors. The file is simple enough that
-// finding each "input_len" and the "hash" after it is a complete parse for our purpose.
-std::vector<std::pair<size_t, std::string>> load_blake3_vectors() {
-  const std::string path =
-      std::string(SENTRY_SOURCE_DIR) + "/../shared/vectors/blake3_test_vectors.json";
-  std::ifstream f(path);
-  EXPECT_TRUE(f.good()) << "cannot open " << path;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string json = ss.str();
-
-  std::vector<std::pair<size_t, std::string>> cases;
-  size_t at = 0;
-  while ((at = json.find("\"input_len\"", at)) != std::string::npos) {
-    at = json.find(':', at) + 1;
-    const size_t len = std::stoull(json.substr(at, 32));
-    at = json.find("\"hash\"", at);
-    at = json.find('"', json.find(':', at)) + 1;
-    // Extended output: the 32-byte digest is the first 64 hex characters.
-    cases.emplace_back(len, json.substr(at, 64));
+// (input_len, hash-mode digest) pairs of the official vectors: each "input_len" and the "hash"
+// after it (extended output; the 32-byte digest is its first 64 hex characters).
+::testing::AssertionResult load_blake3_vectors(
+    std::vector<std::pair<size_t, std::string>>* cases) {
+  const std::string path = sentry::test::vector_path("blake3_test_vectors.json");
+  std::string json;
+  const auto read = sentry::test::read_vector_file(path, &json);
+  if (!read) return read;
+  size_t pos = 0, len = 0;
+  while (json.find("\"input_len\":", pos) != std::string::npos) {
+    std::string hash;
+    if (!sentry::test::next_number(json, "input_len", &pos, &len) ||
+        !sentry::test::next_field(json, "hash", &pos, &hash) || hash.size() < 64) {
+      return ::testing::AssertionFailure()
+             << path << " is not the BLAKE3 test vector file as expected (at byte " << pos << ")";
+    }
+    cases->emplace_back(len, hash.substr(0, 64));
   }
-  return cases;
+  return ::testing::AssertionSuccess();
 }
 
 TEST(Blake3, OfficialVectorsHashMode) {
-  const auto cases = load_blake3_vectors();
+  std::vector<std::pair<size_t, std::string>> cases;
+  ASSERT_TRUE(load_blake3_vectors(&cases));
   ASSERT_GE(cases.size(), 30u) << "too few vectors parsed";
   for (const auto& [len, expected] : cases) {
     std::vector<uint8_t> input(len);

@@ -66,6 +66,28 @@ class VerificationError : public std::runtime_error {
   }
 };
 
+// The signature was made by another method than the trust given (a keyless bundle checked with
+// certificate roots, a key bundle checked keyless): the message says which options to give.
+// `parts` is the message in pieces, the options marked, so that each interface can spell them
+// its own way (Python keywords, the CLI's --flags); what() spells them as Python keywords.
+class MethodError : public VerificationError {
+ public:
+  struct Part {
+    std::string text;
+    bool option = false;  // text is an option's Python keyword
+  };
+  explicit MethodError(std::vector<Part> parts)
+      : VerificationError(join(parts)), parts(std::move(parts)) {}
+  std::vector<Part> parts;
+
+ private:
+  static std::string join(const std::vector<Part>& parts) {
+    std::string out;
+    for (const Part& p : parts) out += p.text;
+    return out;
+  }
+};
+
 // A file that cannot be opened or read: the errno value (code()) and the file.
 class FileError : public std::system_error {
  public:
@@ -109,6 +131,14 @@ struct Resource {
   Digest digest;
 };
 
+// One shard of a file (method "shards", the reference's): bytes [start, end) of `path` and
+// their SHA-256.
+struct Shard {
+  std::string path;  // "." for a single-file model
+  std::uint64_t start = 0, end = 0;
+  Digest digest;
+};
+
 // One tensor of predicate.tensors. `file`, `offset` and `length` are given together or not at
 // all (has_location); `length` then equals the bytes dtype and shape take.
 struct TensorEntry {
@@ -122,23 +152,37 @@ struct TensorEntry {
   std::uint64_t length = 0;
 };
 
-// A validated statement. Resources and tensors are as listed (tensors sorted by name, unique).
+// A validated statement. Resources and tensors are as listed: tensors sorted by (name, file), a
+// name unique in its file (two files may hold the same names; method "tensors": unique).
 struct Statement {
   std::optional<std::string> model_name;  // none for model_signing v0.2.0 statements
   Digest root;                            // subject[0].digest.sha256 (ROOT)
-  std::string method;                     // "files" or "tensors"
+  std::string method;                     // "files", "tensors" or "shards"
   std::string hash_type;
   bool allow_symlinks = false;
   std::vector<std::string> ignore_paths;
   std::vector<Resource> resources;
+  // Method "shards": bytes per shard, and the resources as shards, file by file (in the order
+  // first listed), each file's in order: they cut the file exactly.
+  std::uint64_t shard_size = 0;
+  std::vector<Shard> shards;
   bool has_tensors = false;  // predicate.tensors is present
   std::string tensor_hash_type;
   std::vector<TensorEntry> tensors;
 };
 
-// Validates a statement completely (OMS v1.0 with Sentry's tensors extension, or model_signing
-// v0.2.0's Digests/v0.1) and returns it; FormatError naming `source` and the field.
+// Validates a statement completely (OMS v1.0 with Sentry's tensors extension or the reference's
+// shards serialization, or model_signing v0.2.0's Digests/v0.1) and returns it; FormatError naming `source` and the field.
 Statement parse_statement(std::string_view payload, const std::string& source);
+
+// The table of expected tensor digests: the predicate.tensors entries of every file, or of
+// `files` (as the signature names them) when given, one per name, sorted by name.
+// VerificationError when the statement lists no tensors or none of a file named; FormatError
+// when a name is signed in more than one of the files concerned (a state dict's keys cannot say
+// which file a tensor came from, so no choice between them would be sound).
+std::vector<const TensorEntry*> expected_tensors(
+    const Statement& statement, const std::string& source,
+    const std::optional<std::vector<std::string>>& files = std::nullopt);
 
 // Bits per element of a safetensors dtype name; 0 when the name is unknown.
 int safetensors_dtype_bits(std::string_view dtype);

@@ -54,11 +54,16 @@ struct VerifiedModel {
 // copy, and one flag per tensor comes back. Throws VerificationError naming the changed,
 // missing and unexpected tensors (its lists hold them), or when the signature does not verify;
 // FormatError for a malformed bundle or a tensor of a dtype safetensors cannot name.
+// With a signature of a directory, the tensors must be every signed tensor of its safetensors
+// files or, given `files` (paths as the signature names them), exactly those files' tensors; a
+// name signed in two of the files concerned is a FormatError (expected_tensors, bundle.h).
 VerifiedModel verify_model(const NamedTensors& tensors, const std::string& signature_path,
-                           const Trust& trust);
+                           const Trust& trust,
+                           const std::optional<std::vector<std::string>>& files = std::nullopt);
 // The same over bundle bytes already read (`source` names them in messages).
 VerifiedModel verify_model_data(const NamedTensors& tensors, std::string_view bundle_data,
-                                const std::string& source, const Trust& trust);
+                                const std::string& source, const Trust& trust,
+                                const std::optional<std::vector<std::string>>& files = std::nullopt);
 
 // The safetensors name of a dtype ("F32", "BF16", ...); empty when it has none.
 std::string safetensors_dtype_name(at::ScalarType dtype);
