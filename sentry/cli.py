@@ -12,7 +12,8 @@ import torch
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
 from .errors import FormatError, VerificationError
-from .model_files import file_bytes, load_state_dict
+from . import file_reader
+from .model_files import load_state_dict
 
 
 class InputError(Exception):
@@ -27,9 +28,10 @@ def cmd_hash(args):
             from .safetensors_format import read_header
 
             header = read_header(path)
-            data = file_bytes(path)
-            views = [data[e.offset:e.offset + e.length] for e in header.entries]
-            for e, h in zip(header.entries, digests_hex(hash_tensors(views, args.algorithm))):
+            [got] = file_reader.digest_files([file_reader.Request(
+                path, ranges=[(e.offset, e.length) for e in header.entries],
+                range_hash=args.algorithm, prefix=header.prefix, size=header.file_size)])
+            for e, h in zip(header.entries, got.ranges):
                 print(f"{h}  {path}:{e.name}")
         elif args.tensors:
             if not path.endswith((".pt", ".pth", ".bin")):
@@ -40,8 +42,7 @@ def cmd_hash(args):
             for name, h in zip(state, digests_hex(hash_tensors(tensors, args.algorithm))):
                 print(f"{h}  {path}:{name}")
         else:
-            digest = hash_tensors([file_bytes(path)], args.algorithm)
-            print(f"{digests_hex(digest)[0]}  {path}")
+            print(f"{file_reader.hash_file(path, args.algorithm)}  {path}")
     return 0
 
 

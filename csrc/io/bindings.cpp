@@ -61,23 +61,19 @@ py::list digest(const std::vector<Request>& requests, size_t threads, size_t blo
 }
 
 void read_into(int fd, const std::string& name, py::buffer out, const py::bytes& prefix,
-               int64_t expected_size, size_t threads, size_t block_size) {
+               size_t threads, size_t block_size) {
   py::buffer_info info = out.request(/*writable=*/true);
   if (info.itemsize != 1 || info.ndim != 1 || info.strides[0] != 1)
     throw std::invalid_argument("read_into: out must be a contiguous byte buffer");
   std::vector<InputFile> files;
   files.push_back(InputFile::adopt(fd, name));
-  if (static_cast<uint64_t>(info.size) != files[0].size())
-    throw ReadError(name + ": the file changed while it was read: it has " +
-                    std::to_string(files[0].size()) + " bytes, " + std::to_string(info.size) +
-                    " when it was first read");
-  DigestRequest r;
+  DigestRequest r;  // no digests: the size and prefix checks only
   r.prefix = std::string(prefix);
-  r.expected_size = expected_size;
+  r.expected_size = static_cast<int64_t>(info.size);
   ReadOptions o = options(threads, block_size);
   o.destinations = {static_cast<uint8_t*>(info.ptr)};
   py::gil_scoped_release release;
-  FileDigester checks(files, {r});  // size and prefix only
+  FileDigester checks(files, {r});
   read_files(files, checks, o);
 }
 
@@ -94,8 +90,8 @@ void sentry_register_io(py::module_& m) {
          "size or -1, [(offset, length)] ascending byte ranges, range_hash ('blake3' or "
          "'sha256-tree')). Returns [(file digest bytes or None, [range digest bytes])].");
   io.def("read_into", &read_into, py::arg("fd"), py::arg("name"), py::arg("out"),
-         py::arg("prefix") = py::bytes(), py::arg("expected_size") = -1, py::arg("threads") = 0,
+         py::arg("prefix") = py::bytes(), py::arg("threads") = 0,
          py::arg("block_size") = size_t(4) << 20,
-         "Reads the whole file into `out` (a writable contiguous byte buffer of its size), "
-         "checking that it starts with `prefix` and does not change while it is read.");
+         "Reads the whole file into `out`, a writable contiguous byte buffer of the size the file "
+         "must have, checking that it starts with `prefix` and does not change while it is read.");
 }

@@ -54,7 +54,7 @@ std::unique_ptr<Spans> make_spans(TreeHash hash, uint64_t total) {
 }  // namespace
 
 struct FileDigester::State {
-  const DigestRequest& request;
+  const DigestRequest request;  // a copy: the caller's may be a temporary
   const InputFile& file;
   SHA256_CTX sha;
   std::unique_ptr<Spans> whole;  // the file's tree hash
