@@ -11,7 +11,9 @@ medium, some small), reads it once to warm the page cache, then times, best of -
   verify_files blake3         the same bundle checked
   sentry hash (blake3)        model_files.hash_file of every file, as `sentry hash` does
 
-GB/s is the directory's size over the wall time (1 GB = 1e9 bytes).
+GB/s is the directory's size over the wall time (1 GB = 1e9 bytes); "CPU s" is the CPU time
+(user + system, all threads, peers' processes included) of the same best run, which a busy
+machine distorts less than the wall time.
 
     python benchmarks/bench_files.py --dir /tmp/sentry_bench_files --gb 1.5
 """
@@ -51,12 +53,15 @@ def files_of(directory):
 
 
 def best(fn, reps):
-    times = []
+    """(wall seconds, CPU seconds) of the fastest of reps runs."""
+    runs = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        c0, t0 = os.times(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        t1, c1 = time.perf_counter(), os.times()
+        cpu = sum(b - a for a, b in zip(c0[:4], c1[:4]))  # user, system, children's too
+        runs.append((t1 - t0, cpu))
+    return min(runs)
 
 
 def main():
@@ -104,12 +109,13 @@ def main():
 
     print(f"{len(files)} files, {total / 1e9:.2f} GB in {args.dir}, warm page cache, "
           f"{os.cpu_count()} CPUs, best of {args.reps}  (python {sys.version.split()[0]})")
-    print(f"  {'':<36} {'seconds':>8} {'GB/s':>7}")
-    for name, seconds in rows:
-        if seconds is None:
+    print(f"  {'':<36} {'seconds':>8} {'GB/s':>7} {'CPU s':>7}")
+    for name, result in rows:
+        if result is None:
             print(f"  {name:<36} {'(not installed)':>16}")
         else:
-            print(f"  {name:<36} {seconds:8.3f} {total / seconds / 1e9:7.2f}")
+            seconds, cpu = result
+            print(f"  {name:<36} {seconds:8.3f} {total / seconds / 1e9:7.2f} {cpu:7.2f}")
 
 
 if __name__ == "__main__":
