@@ -13,7 +13,7 @@ from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
 from .errors import FormatError, VerificationError
 from . import file_reader
-from .model_files import load_state_dict
+from .model_files import hash_file, load_state_dict
 
 
 class InputError(Exception):
@@ -42,7 +42,7 @@ def cmd_hash(args):
             for name, h in zip(state, digests_hex(hash_tensors(tensors, args.algorithm))):
                 print(f"{h}  {path}:{name}")
         else:
-            print(f"{file_reader.hash_file(path, args.algorithm)}  {path}")
+            print(f"{hash_file(path, args.algorithm)}  {path}")
     return 0
 
 

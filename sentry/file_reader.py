@@ -97,11 +97,6 @@ def digest_files(requests):
     return out
 
 
-def hash_file(path, algorithm="sha256"):
-    """Hex digest of one file's bytes (sha256, blake3 or sha256-tree)."""
-    return digest_files([Request(os.fspath(path), file_hash=algorithm)])[0].file
-
-
 def read_file(path, *, prefix=b"", size=None):
     """A file's bytes as a new uint8 CPU tensor (read in parallel blocks straight into it); the
     file must still start with ``prefix`` and have ``size`` bytes (default: its size when

@@ -167,7 +167,8 @@ def hash_file(path, algorithm="sha256"):
                           f"{list(FILE_ALGORITHMS)}")
     from . import file_reader
 
-    return file_reader.hash_file(path, algorithm)
+    [got] = file_reader.digest_files([file_reader.Request(os.fspath(path), file_hash=algorithm)])
+    return got.file
 
 
 def _check_pt_records(path, f, size):
