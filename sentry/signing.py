@@ -20,7 +20,7 @@ import torch
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
 from . import bundle as bundle_format
-from . import bundle_v02, model_files, safetensors_format
+from . import bundle_v02, file_reader, model_files, safetensors_format
 from .crypto import (PrivateKey, PublicKey, certificate_public_key, load_certificates,
                      verify_certificate_chain)
 from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
@@ -269,10 +269,13 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     t0 = time.perf_counter()
     state = _state_dict(model_or_state_dict)
     names = sorted(state)
-    # CUDA tensors start hashing with the default algorithm before the bundle is even read: the
-    # GPU works while the host checks the signature and parses the statement. (Wasted, and
-    # redone below, only if the signature uses another algorithm.)
-    early = _digests_by_device([n for n in names if state[n].is_cuda], state, "blake3")
+    # Dense CUDA tensors start hashing with the default algorithm before the bundle is even
+    # read: the GPU works while the host checks the signature and parses the statement.
+    # (Wasted, and redone below, only if the signature uses another algorithm.) Their hash reads
+    # the bytes they hold; a strided or expanded tensor, whose contiguous copy may be far larger
+    # than its storage, waits until its dtype and shape are found to be the signed ones.
+    early = _digests_by_device([n for n in names if state[n].is_cuda and state[n].is_contiguous()],
+                               state, "blake3")
     launched_ms = (time.perf_counter() - t0) * 1e3
     trust = trust_from(public_key, certificate_chain, identity, identity_provider,
                        trusted_root, trust_config)
@@ -294,16 +297,20 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
             changed.append(name)
     timings["match names"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
+    # Only tensors of the signed dtype and shape are hashed from here: nothing larger than what
+    # was signed is ever made contiguous.
     groups = early if algorithm == "blake3" else {}
     hashed = {n for group, _ in groups.values() for n in group}
-    groups.update(_digests_by_device([n for n in names if n not in hashed], state, algorithm))
+    same_layout = set(common) - set(changed)
+    groups.update(_digests_by_device([n for n in names if n in same_layout and n not in hashed],
+                                     state, algorithm))
     none = bytes(32)  # rows of unexpected tensors: compared, but their result is not used
     for device, (group, digests) in groups.items():
         raw = b"".join(bytes.fromhex(expected[n]["digest"]) if n in expected else none
                        for n in group)
         want = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, 32)
         differs = (digests != want.to(device, non_blocking=True)).any(dim=1).cpu().tolist()
-        changed += [n for n, bad in zip(group, differs) if bad and n in expected]
+        changed += [n for n, bad in zip(group, differs) if bad and n in same_layout]
     timings["finish hash and compare"] = (time.perf_counter() - t0) * 1e3
     if changed or missing or unexpected:
         raise VerificationError(f"{signature_path}: the model does not match its signature",
@@ -312,23 +319,56 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
                     **_signer(trust))
 
 
-def _file_tensor_entries(model_dir, files, algorithm):
-    """predicate.tensors entries of every safetensors file: digests of their data regions. (A
-    name is unique in its file; several files may hold the same names.) A file named
-    .safetensors that is not one is signed as a plain file, its tensors not listed, with a
-    warning."""
-    entries = []
+def _safetensors_headers(model_dir, rels):
+    """{rel: SafetensorsHeader} of the files in rels; a malformed one maps to its FormatError."""
+    headers = {}
+    for rel in rels:
+        try:
+            headers[rel] = safetensors_format.read_header(model_files.file_path(model_dir, rel))
+        except FormatError as exc:
+            headers[rel] = exc
+    return headers
+
+
+def _signed_headers(model_dir, files):
+    """{rel: SafetensorsHeader} of the safetensors files whose tensors a files bundle lists. A
+    file named .safetensors that is not one is signed as a plain file, with a warning."""
+    headers = {}
     for rel in files:
         path = model_files.file_path(model_dir, rel)  # rel is "." for a single-file model
-        if not path.endswith(".safetensors"):
-            continue
-        header = _header_or_warning(path)
-        if header is None or not header.entries:
-            continue
-        data = model_files.file_bytes(path)
-        views = [data[e.offset:e.offset + e.length] for e in header.entries]
-        digests = digests_hex(hash_tensors(views, algorithm))
-        for e, digest in zip(header.entries, digests):
+        if path.endswith(".safetensors"):
+            header = _header_or_warning(path)
+            if header is not None and header.entries:
+                headers[rel] = header
+    return headers
+
+
+def _read_files(model_dir, files, hash_type, headers, tensor_algorithm=None):
+    """One read of each file (sentry/file_reader.py): {rel: hex file digest} and, given
+    tensor_algorithm, {rel: [hex digest of each tensor of headers[rel], in header order]}. A
+    file with a header must still start with it and have the size it was parsed against, so
+    the digests and the header describe the same bytes."""
+    requests = []
+    for rel in files:
+        request = file_reader.Request(model_files.file_path(model_dir, rel), file_hash=hash_type)
+        header = headers.get(rel)
+        if isinstance(header, safetensors_format.SafetensorsHeader):
+            request.prefix, request.size = header.prefix, header.file_size
+            if tensor_algorithm is not None:
+                request.ranges = [(e.offset, e.length) for e in header.entries]
+                request.range_hash = tensor_algorithm
+        requests.append(request)
+    got = file_reader.digest_files(requests)
+    return ({rel: d.file for rel, d in zip(files, got)},
+            {rel: d.ranges for rel, d in zip(files, got) if d.ranges})
+
+
+def _tensor_entries(headers, tensor_digests):
+    """predicate.tensors entries of every safetensors file: digests of their data regions. (A
+    name is unique in its file; several files may hold the same names.)"""
+    entries = []
+    for rel, digests in tensor_digests.items():
+        for e, digest in zip(headers[rel].entries, digests):
             entries.append({"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
                             "digest": digest, "file": rel, "offset": e.offset,
                             "length": e.length})
@@ -347,15 +387,6 @@ def _header_or_warning(path):
         return None
 
 
-def _hash_files(model_dir, files, hash_type):
-    from concurrent.futures import ThreadPoolExecutor
-
-    # hashlib and the hashing op release the GIL: files hash in parallel.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        digests = pool.map(lambda rel: model_files.hash_file(model_files.file_path(model_dir, rel), hash_type), files)
-        return dict(zip(files, digests))
-
-
 def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ignore_paths=(),
                ignore_git_paths=True, allow_symlinks=False, tensor_algorithm="blake3",
                password=None, certificate_chain=None):
@@ -366,9 +397,11 @@ def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ig
                                    signature_path=signature_path,
                                    ignore_git_paths=ignore_git_paths,
                                    allow_symlinks=allow_symlinks)
-    digests = _hash_files(model_dir, files, hash_type)
+    headers = _signed_headers(model_dir, files)
+    # The file digests and the tensor digests come from one read of each file.
+    digests, tensor_digests = _read_files(model_dir, files, hash_type, headers, tensor_algorithm)
     resources = [bundle_format.Resource(f, hash_type, digests[f]) for f in files]
-    entries = _file_tensor_entries(model_dir, files, tensor_algorithm)
+    entries = _tensor_entries(headers, tensor_digests)
     tensors = {"hash_type": tensor_algorithm, "entries": entries} if entries else None
     recorded_ignores = model_files.effective_ignore_paths(
         model_dir, ignore_paths=ignore_paths, signature_path=signature_path,
@@ -400,7 +433,10 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     unexpected = sorted(set(files) - set(expected))
     common = sorted(set(expected) & set(files))
     t0 = time.perf_counter()
-    actual = _hash_files(model_dir, common, statement.hash_type)
+    # The headers the listing is checked against are read first and bound to the bytes hashed.
+    listed = {e.get("file") for e in statement.tensors["entries"]} if statement.tensors else ()
+    headers = _safetensors_headers(model_dir, [f for f in common if f in listed])
+    actual, _ = _read_files(model_dir, common, statement.hash_type, headers)
     timings["hash files"] = (time.perf_counter() - t0) * 1e3
     changed = [f for f in common if actual[f] != expected[f]]
     if changed or missing or unexpected:
@@ -408,12 +444,12 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
                                 changed=changed, missing=missing, unexpected=unexpected,
                                 shown={".": os.fspath(model_dir)})
     if statement.tensors:
-        _check_tensor_listing(model_dir, statement, signature_path)
+        _check_tensor_listing(statement, headers, signature_path)
     return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings,
                     **_signer(trust))
 
 
-def _check_tensor_listing(model_dir, statement, source):
+def _check_tensor_listing(statement, headers, source):
     """The signed tensor list must describe the (verified) safetensors headers exactly."""
     by_file = {}
     for e in statement.tensors["entries"]:
@@ -421,7 +457,10 @@ def _check_tensor_listing(model_dir, statement, source):
     for rel, signed in by_file.items():
         if rel is None or rel not in {r.name for r in statement.resources}:
             raise VerificationError(f"{source}: predicate.tensors names a file that is not signed: {rel}")
-        header = safetensors_format.read_header(model_files.file_path(model_dir, rel))
+        header = headers.get(rel)
+        if not isinstance(header, safetensors_format.SafetensorsHeader):
+            raise VerificationError(f"{source}: predicate.tensors does not describe {rel} "
+                                    f"({header or 'no safetensors header read'})")
         on_disk = sorted((e.name, e.dtype, list(e.shape), e.offset, e.length) for e in header.entries)
         listed = sorted((e["name"], e["dtype"], list(e["shape"]), e["offset"], e["length"]) for e in signed)
         if on_disk != listed:
