@@ -38,6 +38,7 @@ def extension():
     sources = ["csrc/python_module.cpp"] + sorted(glob.glob("csrc/ops/*.cpp"))  # schemas, shared
     sources += sorted(glob.glob("csrc/ops/cpu/*.cpp"))
     sources += sorted(glob.glob("csrc/crypto/*.cpp"))  # signature crypto + its bindings
+    sources += sorted(glob.glob("csrc/io/*.cpp"))  # reader of untrusted files + its bindings
     opt = ["-O0", "-g"] if DEBUG else ["-O3"]
     macros = [
         ("SENTRY_BUILT_TORCH_VERSION", f'"{torch.__version__}"'),

@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "crypto/bindings.h"
+#include "io/bindings.h"
 
 #ifndef SENTRY_BUILT_TORCH_VERSION
 #define SENTRY_BUILT_TORCH_VERSION "unknown"
@@ -23,4 +24,6 @@ PYBIND11_MODULE(_C, m) {
 #endif
   // sentry_ops._C.crypto: ECDSA keys and signatures, DSSE PAE, X.509 chains (csrc/crypto/).
   sentry_register_crypto(m);
+  // sentry_ops._C.io: reading untrusted files with positional reads, hashing as they pass.
+  sentry_register_io(m);
 }
