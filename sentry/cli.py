@@ -194,7 +194,7 @@ def cmd_verify(args):
     signer = (f"signed by {result.identity} ({result.identity_provider})" if result.identity
               else f"key {result.key_hint[:16]}...")
     print(f"verified: {args.model} matches {args.signature} "
-          f"({len(result.names)} {'files' if result.method == 'files' else 'tensors'}, "
+          f"({len(result.names)} {'tensors' if result.method == 'tensors' else 'files'}, "
           f"{result.hash_type}, {signer})")
     return 0
 
