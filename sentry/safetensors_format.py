@@ -106,6 +106,7 @@ class SafetensorsHeader:
     metadata: dict
     data_start: int  # 8 + N
     file_size: int
+    prefix: bytes = b""  # the file's first data_start bytes: length and JSON header
 
     def by_name(self):
         return {e.name: e for e in self.entries}
@@ -237,4 +238,5 @@ def read_header(path):
     data_start = 8 + n
     entries, metadata = parse_header(header, size - data_start, source=path)
     entries = [dataclasses.replace(e, offset=e.offset + data_start) for e in entries]
-    return SafetensorsHeader(path, entries, metadata, data_start, size)
+    return SafetensorsHeader(path, entries, metadata, data_start, size,
+                             prefix=struct.pack("<Q", n) + header)
