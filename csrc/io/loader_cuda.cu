@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 
@@ -47,6 +48,21 @@ class ScopedEvent {
   cudaEvent_t event_;
 };
 
+// The loader's copy and hash streams on a device, the same for every load: device memory a
+// load allocates on its copy stream is cached for that stream, so the next load reuses it
+// (a new pool stream per load would leave each load's memory cached for a stream no later load
+// allocates on).
+std::pair<c10::cuda::CUDAStream, c10::cuda::CUDAStream> loader_streams(c10::DeviceIndex device) {
+  static std::mutex mu;
+  static std::map<c10::DeviceIndex, std::pair<c10::cuda::CUDAStream, c10::cuda::CUDAStream>> streams;
+  const std::lock_guard<std::mutex> lock(mu);
+  auto it = streams.find(device);
+  if (it == streams.end())
+    it = streams.emplace(device, std::make_pair(c10::cuda::getStreamFromPool(false, device),
+                                                c10::cuda::getStreamFromPool(false, device))).first;
+  return it->second;
+}
+
 class CudaTarget : public DeviceTarget {
  public:
   explicit CudaTarget(const LoadPlan& plan)
@@ -54,8 +70,8 @@ class CudaTarget : public DeviceTarget {
         device_(at::kCUDA, plan.options.device.has_index() ? plan.options.device.index()
                                                            : c10::cuda::current_device()),
         guard_(device_),
-        copy_(c10::cuda::getStreamFromPool(false, device_.index())),
-        hash_(c10::cuda::getStreamFromPool(false, device_.index())),
+        copy_(loader_streams(device_.index()).first),
+        hash_(loader_streams(device_.index()).second),
         algorithm_(plan.options.tensor_hash == TreeHash::kBlake3 ? "blake3" : "sha256-tree") {
     const size_t block = plan.options.block_size;
     const size_t buffers =
