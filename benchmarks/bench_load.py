@@ -211,6 +211,9 @@ def main(argv=None):
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--pinned-bytes", type=int, default=None)
     p.add_argument("--only", default=None, help="run only loaders whose label contains this")
+    p.add_argument("--sweep", action="store_true",
+                   help="also time load_verified (Sentry bundle, warm) at other block sizes and "
+                        "thread counts")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     device = args.device
@@ -264,6 +267,18 @@ def main(argv=None):
               + (f"  pinned peak {row['pinned_peak_GB']:.2f} GB" if "pinned_peak_GB" in row else ""),
               flush=True)
     reference = None
+
+    if args.sweep:
+        print("\nload_verified, Sentry bundle, warm, by block size and threads:")
+        for block, threads in ((4 << 20, None), (16 << 20, None), (32 << 20, None),
+                               (8 << 20, 8), (8 << 20, 32)):
+            fn = lambda: load_verified(model_dir, sentry_sig, public_key=pub, device=device,  # noqa: E731
+                                       block_size=block, threads=threads)
+            time_it(fn, device)
+            best = min(time_it(fn, device)[0] for _ in range(args.reps))
+            label = f"  block {block >> 20} MiB, threads {threads or 'all CPUs'}"
+            rows[f"sweep{label}"] = {"best_s": best}
+            print(f"{label:<52} warm best {best:6.3f} s  {nbytes / best / 1e9:6.2f} GB/s", flush=True)
 
     tools = {"cat (sequential read)": ["cat"]}
     if device == "cpu":

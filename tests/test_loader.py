@@ -219,8 +219,16 @@ def test_wrong_key_reads_nothing(signed, keys, monkeypatch):
         load_verified(str(d), sig, public_key=keys["mallory"][1], device="cpu")
 
 
+AFTER_PARSE = {
+    "header rewritten": lambda p, h: _flip(p, h.data_start - 3),  # same size
+    "truncated": lambda p, h: p.write_bytes(p.read_bytes()[:-1]),
+    "grown": lambda p, h: p.write_bytes(p.read_bytes() + b"x"),
+}
+
+
+@pytest.mark.parametrize("edit", AFTER_PARSE)
 @pytest.mark.parametrize("signed", ["sentry", "reference files"], indirect=True)
-def test_header_rewritten_after_it_was_parsed_is_caught(signed, keys, monkeypatch):
+def test_file_changed_after_its_header_was_parsed_is_caught(signed, keys, monkeypatch, edit):
     """The header the tensor layout comes from must be the one whose bytes are read."""
     from sentry import loader, safetensors_format
 
@@ -229,7 +237,7 @@ def test_header_rewritten_after_it_was_parsed_is_caught(signed, keys, monkeypatc
 
     def read_then_rewrite(path):
         header = real(path)
-        _flip(pathlib.Path(path), header.data_start - 3)  # a padding space, same size
+        AFTER_PARSE[edit](pathlib.Path(path), header)
         return header
 
     monkeypatch.setattr(loader.safetensors_format, "read_header", read_then_rewrite)
