@@ -39,7 +39,7 @@ import re
 import typing
 
 from . import bundle_shards
-from .errors import FormatError
+from .errors import FormatError, error_text
 from .fileio import atomic_write, read_input
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -300,7 +300,7 @@ def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=F
             for k in ("offset", "length"):
                 if k in e:
                     e[k] = _as_int(e[k])
-        entries.sort(key=lambda e: e.get("name") if isinstance(e.get("name"), str) else "")
+        entries.sort(key=_entry_order)
         predicate["tensors"] = {**tensors, "entries": entries}
     statement = {
         "_type": STATEMENT_TYPE,
@@ -438,6 +438,11 @@ def parse_statement(payload, source="statement"):
                      resources, tensors, shard_size)
 
 
+def _entry_order(e):
+    """predicate.tensors order: by name, then by file (names repeat only across files)."""
+    return tuple(e.get(k) if isinstance(e.get(k), str) else "" for k in ("name", "file"))
+
+
 def _parse_tensors(ext, source, method, method_hash_type, resources):
     from .safetensors_format import DTYPE_BITS, byte_length
 
@@ -493,12 +498,14 @@ def _parse_tensors(ext, source, method, method_hash_type, resources):
             if entry["file"] not in signed_files:
                 _fail(source, ("predicate.tensors.entries", i, ".file"), f"{entry['file']!r} is not a signed resource")
         entries.append(entry)
-        names.append(name)
+        names.append(_entry_order(entry))
+    # A name is unique in its file (two files of a model may hold the same names).
     if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        _fail(source, f"{field}.entries", f"duplicate tensor name(s) {dup[:5]}")
+        dup = sorted({n for n, f in names if names.count((n, f)) > 1})
+        where = " in one file" if method == "files" else ""
+        _fail(source, f"{field}.entries", f"duplicate tensor name(s){where} {dup[:5]}")
     if not is_sorted(names):
-        _fail(source, f"{field}.entries", "not sorted by name in code-point order")
+        _fail(source, f"{field}.entries", "not sorted by name, then file, in code-point order")
     if method == "tensors":
         if hash_type != method_hash_type:
             _fail(source, f"{field}.hash_type",
@@ -695,7 +702,7 @@ def check_signature_target(path):
     except FileNotFoundError:
         return
     except (FormatError, OSError) as exc:
-        why = str(exc).removeprefix(f"{path}: ")
+        why = error_text(exc, path).removeprefix(f"{path}: ")
         raise FormatError(f"{path}: refusing to write the signature there ({why})") from None
     try:
         Bundle.from_json(data, source=path)

@@ -38,7 +38,7 @@ import torch
 from .bundle import _is_int, load_json
 from .dataset import (DatasetChecker, DatasetVerificationError, Manifest, SampleLayout,
                       build_manifest, layout_error)
-from .errors import FormatError
+from .errors import FormatError, error_text
 from .fileio import atomic_write, open_input, open_input_file, read_input
 from .resident import ResidentBatches, ResidentStore
 
@@ -229,7 +229,7 @@ def _read_npy_header(path, with_offset=False):
     except FileNotFoundError:
         raise FormatError(f"{path}: missing sample file") from None
     except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise FormatError(f"{path}: corrupted .npy header ({exc})") from None
+        raise FormatError(f"{path}: corrupted .npy header ({error_text(exc, path)})") from None
     if with_offset:
         return tuple(shape), dtype, fortran, offset
     return tuple(shape), dtype, fortran
@@ -324,7 +324,7 @@ class NpyFolderStore(SampleStore):
                               "file") from None
         except (ValueError, OSError, EOFError, SyntaxError) as exc:
             raise FormatError(f"{path} (sample {int(self.indices[k])}): corrupted .npy file "
-                              f"({exc})") from None
+                              f"({error_text(exc, path)})") from None
         self._check_header(k, arr.shape, arr.dtype)
         return np.ascontiguousarray(arr)
 
@@ -428,7 +428,7 @@ def open_store(path, *, check_headers=True):
     except FileNotFoundError:
         raise FormatError(f"{doc_path}: no {INDEX_FILE} (not a sample store)") from None
     except OSError as exc:
-        raise FormatError(f"{doc_path}: cannot read ({exc})") from None
+        raise FormatError(f"{doc_path}: cannot read ({error_text(exc, doc_path)})") from None
     doc = load_json(raw, doc_path, INDEX_FILE)
     if not isinstance(doc, dict):
         _fail(doc_path, f"must be a JSON object, got {type(doc).__name__}")

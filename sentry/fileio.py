@@ -142,6 +142,12 @@ def _temp_name(path):
                         f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
 
 
+def _about_target(exc, path):
+    """The OSError of a step on the temporary file, told about the file being written: the
+    temporary's name means nothing to the user, and nothing of it is left behind."""
+    return OSError(exc.errno, exc.strerror or str(exc), path)
+
+
 @contextlib.contextmanager
 def atomic_file(path, mode=None):
     """atomic_write for data written piece by piece: yields the file being written (binary),
@@ -154,8 +160,11 @@ def atomic_file(path, mode=None):
     named = fd is None
     tmp = None
     if named:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                                   suffix=".tmp")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                                       suffix=".tmp")
+        except OSError as exc:
+            raise _about_target(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -163,10 +172,13 @@ def atomic_file(path, mode=None):
             os.fchmod(f.fileno(), 0o666 & ~_umask() if mode is None else mode)
             os.fsync(f.fileno())
             with _signals_blocked():
-                if not named:
-                    tmp = _temp_name(path)
-                    _link_anonymous(f.fileno(), tmp)
-                os.replace(tmp, path)
+                try:
+                    if not named:
+                        tmp = _temp_name(path)
+                        _link_anonymous(f.fileno(), tmp)
+                    os.replace(tmp, path)
+                except OSError as exc:
+                    raise _about_target(exc, path) from None
                 tmp = None
     except BaseException:
         if tmp is not None:

@@ -16,7 +16,7 @@ sigstore-python is imported on first use; signing keyless needs the network and 
 import dataclasses
 import os
 
-from .errors import DependencyError, FormatError, VerificationError
+from .errors import DependencyError, FormatError, Option, OptionError, VerificationError
 
 #: A trust root or trust config larger than this is refused unread (the public one is ~7 KiB).
 MAX_TRUST_FILE_BYTES = 16 * 1024 * 1024
@@ -127,11 +127,11 @@ class KeylessPolicy:
     @classmethod
     def load(cls, identity, identity_provider, *, trusted_root=None, trust_config=None):
         if not isinstance(identity, str) or not identity:
-            raise FormatError("identity must be a non-empty string (the signer's e-mail address "
-                              "or URI, as in the certificate's SAN)")
+            raise OptionError(Option("identity"), " must be a non-empty string (the signer's "
+                              "e-mail address or URI, as in the certificate's SAN)")
         if not isinstance(identity_provider, str) or not identity_provider:
-            raise FormatError("identity_provider must be a non-empty string (the OIDC issuer "
-                              "URL, e.g. https://accounts.google.com)")
+            raise OptionError(Option("identity_provider"), " must be a non-empty string (the "
+                              "OIDC issuer URL, e.g. https://accounts.google.com)")
         return cls(identity, identity_provider, load_trusted_root(trusted_root, trust_config))
 
 

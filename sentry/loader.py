@@ -13,11 +13,12 @@ Then the C++ loader (csrc/io/loader.h, docs/LOADING.md) reads every file once:
   threads hash every file or shard over the same bytes that are copied to the device.
 """
 import os
+import warnings
 
 import torch
 
 from . import bundle_shards, model_files, safetensors_format
-from .errors import FormatError, VerificationError
+from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
 #: Defaults of the C++ loader: bytes per read, and pinned staging of a CUDA load.
 BLOCK_SIZE = 8 << 20
@@ -48,9 +49,9 @@ def signed_files(statement, source):
         if statement.hash_type not in _FILE_HASHES:
             raise VerificationError(f"{source}: unknown file hash '{statement.hash_type}'")
         return {r.name: None for r in statement.resources}
-    raise VerificationError(
+    raise MethodError(
         f"{source}: this signature covers tensors in memory (method {statement.method}), not "
-        "files; load the model, then check it with verify_model")
+        "files; load the model, then check it with ", Option("verify_model"))
 
 
 def check_file_list(model_path, signature_path, statement, signed, *, ignore_paths=(),
@@ -90,8 +91,8 @@ def _signed_tensors(statement):
 
 def file_table(model_path, signature_path, statement, files, *, with_tensors=True):
     """The C++ loader's table (sentry_ops._C.loader.load_files) for the signed files, and the
-    FormatError of each safetensors file whose header cannot be read (its bytes are still
-    checked: a changed file is reported as changed, an unchanged one as unloadable)."""
+    FormatError of each .safetensors file whose header cannot be read: its bytes are still
+    checked as a plain file's (a changed file is reported as changed), its tensors not loaded."""
     signed = signed_files(statement, signature_path)
     tensor_table = _signed_tensors(statement) if with_tensors else {}
     table, unreadable, owner = [], {}, {}
@@ -125,9 +126,13 @@ def file_table(model_path, signature_path, statement, files, *, with_tensors=Tru
             size = os.stat(path).st_size  # the loader refuses a file that then has another
             table.append((path, rel, b"", -1, _ranges(statement, rel, signed[rel], size), []))
         for name, *_ in table[-1][5]:
-            if name in owner:
-                raise FormatError(f"{path}: tensor '{name}' is also in {owner[name]}")
-            owner[name] = rel
+            owner.setdefault(name, []).append(rel)
+    repeated = {n: where for n, where in owner.items() if len(where) > 1}
+    if repeated:
+        shown = ", ".join(f"'{n}' ({' and '.join(w)})" for n, w in sorted(repeated.items())[:3])
+        raise FormatError(f"{model_path}: tensors of the same name are in several files: {shown}"
+                          f"{', ...' if len(repeated) > 3 else ''}; name the files to load "
+                          "(file=)")
     return table, unreadable
 
 
@@ -152,7 +157,8 @@ def run_table(table, *, model_path, signature_path, device, tensor_hash="blake3"
 
 def load_verified(path, signature, *, public_key=None, certificate_chain=None, identity=None,
                   identity_provider=None, trusted_root=None, trust_config=None, device="cuda",
-                  dtype=None, ignore_paths=(), threads=None, block_size=None, pinned_bytes=None):
+                  dtype=None, file=None, ignore_paths=(), threads=None, block_size=None,
+                  pinned_bytes=None):
     """The tensors of a signed model (a directory of safetensors files, or one file), read once
     from disk and returned as {name: tensor} on ``device`` only when every byte matched the
     signature ``signature``.
@@ -161,7 +167,9 @@ def load_verified(path, signature, *, public_key=None, certificate_chain=None, i
     identity and identity_provider with trusted_root or trust_config (keyless). Every file the
     signature lists must be present and nothing else (the signature file, its ignore_paths and
     ``ignore_paths``, as verify_files takes them, aside); the other files (config, tokenizer)
-    are checked too, but not returned.
+    are checked too, but not returned. ``file`` (a path or a list of paths, as the signature
+    names them: relative to the model directory) reads, checks and loads only those files:
+    two files that hold tensors of the same name (checkpoints side by side) need it.
     ``dtype`` converts floating-point tensors, after verification. threads, block_size (bytes
     per read, a power of two) and pinned_bytes (the pinned staging of a CUDA load) tune the
     reader. Raises VerificationError naming the files and tensors that differ, FormatError for
@@ -176,13 +184,23 @@ def load_verified(path, signature, *, public_key=None, certificate_chain=None, i
     statement, _, _ = _open_bundle(signature, trust)
     signed = signed_files(statement, signature)
     files = check_file_list(path, signature, statement, signed, ignore_paths=ignore_paths)
+    if file is not None:
+        chosen = [os.fspath(file)] if isinstance(file, (str, os.PathLike)) else [
+            os.fspath(f) for f in file]
+        unknown = [f for f in chosen if f not in files]
+        if unknown:
+            raise FormatError(f"{signature}: signs no file {', '.join(unknown)} (file=)")
+        files = [f for f in files if f in chosen]
     table, unreadable = file_table(path, signature, statement, files)
     tensor_hash = statement.tensors["hash_type"] if statement.tensors else "blake3"
     state = run_table(table, model_path=path, signature_path=signature, device=device,
                       tensor_hash=tensor_hash, threads=threads, block_size=block_size,
                       pinned_bytes=pinned_bytes)
-    if unreadable:  # signed as they are, but not safetensors files that can be loaded
-        raise next(iter(unreadable.values()))
+    tensor_files = _signed_tensors(statement)
+    for rel, exc in unreadable.items():  # their bytes are the signed ones
+        if rel in tensor_files:
+            raise FormatError(f"{exc} (yet {signature} lists tensors in it)")
+        warnings.warn(SentryWarning(f"{exc}; checked as a plain file, not loaded"), stacklevel=2)
     if not state:
         raise FormatError(f"{path}: the signed files hold no safetensors tensors to load")
     state = {name: state[name] for name in sorted(state)}

@@ -25,7 +25,7 @@ import pathlib
 import posixpath
 import stat
 
-from .errors import FormatError
+from .errors import FormatError, Option, OptionError
 from .fileio import open_input_file
 
 #: Ignored at the top of the model directory unless ignore_git_paths=False.
@@ -112,8 +112,8 @@ def list_files(model_dir, *, ignore_paths=(), signature_path=None, ignore_git_pa
                                      ignore_git_paths=ignore_git_paths)
 
     def refuse_link(path):
-        raise FormatError(f"{path} is a symbolic link; symbolic links are refused unless "
-                          "allow_symlinks=True")
+        raise OptionError(f"{path} is a symbolic link; symbolic links are refused unless ",
+                          Option("allow_symlinks", "allow_symlinks=True"))
 
     def refuse_special(path, what="not a regular file or directory (or a broken link)"):
         raise FormatError(f"{path} is {what}; a model holds only files and directories")
@@ -197,6 +197,18 @@ def file_bytes(path):
         return torch.from_numpy(np.memmap(f, dtype=np.uint8, mode="c", shape=(size,)))
 
 
+def _unpickling_reason(exc):
+    """Why torch.load(weights_only=True) failed, in one line: the weights-only unpickler's own
+    reason, without torch's advice to retry with weights_only=False (which runs code from the
+    file)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def load_state_dict(path, device="cpu"):
     """A .pt/.pth/.bin state dict loaded with weights_only=True (never runs code from the file):
     a dict of tensors (a pickled module gives its state_dict). FormatError otherwise."""
@@ -209,7 +221,7 @@ def load_state_dict(path, device="cpu"):
         raise
     except Exception as exc:  # pickle errors come in many types
         raise FormatError(f"{path}: refused: not loadable with weights_only=True, which never "
-                          f"runs code from the file ({type(exc).__name__}: {exc})") from exc
+                          f"runs code from the file ({_unpickling_reason(exc)})") from exc
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -13,6 +13,7 @@ or keyless Sigstore, ``identity`` and ``identity_provider`` with ``trusted_root`
 import dataclasses
 import os
 import time
+import warnings
 
 import torch
 
@@ -22,7 +23,7 @@ from . import bundle as bundle_format
 from . import bundle_v02, model_files, safetensors_format
 from .crypto import (PrivateKey, PublicKey, certificate_public_key, load_certificates,
                      verify_certificate_chain)
-from .errors import FormatError, VerificationError
+from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
 
 @dataclasses.dataclass
@@ -162,9 +163,10 @@ def _certificate_key(signed, roots, source):
     if signed.tlog_entries:
         # A Fulcio certificate chains to the Fulcio CA for any identity: only the keyless
         # checks (identity, issuer, log) make it mean something.
-        raise VerificationError(
+        raise MethodError(
             f"{source}: this is a Sigstore keyless signature (it has a transparency-log entry); "
-            "verify it with identity, identity_provider and trusted_root or trust_config")
+            "verify it with ", Option("identity"), ", ", Option("identity_provider"), " and ",
+            Option("trusted_root"), " or ", Option("trust_config"))
     return verify_certificate_chain(signed.certificate_chain, roots)
 
 
@@ -172,8 +174,8 @@ def _keyless_key(signed, data, policy, source):
     from . import keyless
 
     if not signed.certificate_chain:
-        raise VerificationError(f"{source}: the bundle carries no certificate: it was signed "
-                                "with a key, not keyless; verify it with public_key")
+        raise MethodError(f"{source}: the bundle carries no certificate: it was signed with a "
+                          "key, not keyless; verify it with ", Option("public_key"))
     payload_type, payload = keyless.verify_bundle(data, source, policy)
     if payload_type != signed.payload_type or payload != signed.payload:
         raise VerificationError(f"{source}: sigstore-python and Sentry read different payloads "
@@ -212,19 +214,51 @@ def _signer(trust):
     return {"identity": trust.identity, "identity_provider": trust.identity_provider}
 
 
-def _expected_tensors(statement, source):
-    """{name: entry} of the signed tensors, from the predicate.tensors extension."""
+def _expected_tensors(statement, source, files=None):
+    """{name: entry} of the signed tensors, from the predicate.tensors extension: all of them,
+    or those of the listed ``files`` (a path or a list of paths, as the signature names them).
+    A name signed in more than one of those files is refused: a state dict's keys cannot say
+    which file a tensor came from, so no choice between them would be sound."""
     if not statement.tensors:
         raise VerificationError(
             f"{source}: this signature lists no tensors (method {statement.method}); "
             "verify its files with verify_files")
     # parse_statement has checked that, for method tensors, they agree with the resources.
-    return {e["name"]: e for e in statement.tensors["entries"]}
+    entries = statement.tensors["entries"]
+    if files is not None:
+        files = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) else [
+            os.fspath(f) for f in files]
+        listed = sorted({e.get("file") for e in entries if e.get("file") is not None})
+        unknown = [f for f in files if f not in listed]
+        if unknown:
+            raise VerificationError(f"{source}: lists no tensors of {', '.join(unknown)} (files "
+                                    f"with tensors: {', '.join(listed) or 'none'})")
+        entries = [e for e in entries if e.get("file") in files]
+    by_name = {}
+    for e in entries:
+        by_name.setdefault(e["name"], []).append(e.get("file"))
+    repeated = {n: where for n, where in by_name.items() if len(where) > 1}
+    if repeated:
+        shown = ", ".join(f"'{n}' ({' and '.join(where)})" for n, where in
+                          sorted(repeated.items())[:3])
+        raise FormatError(
+            f"{source}: tensors of the same name are signed in several files: {shown}"
+            f"{', ...' if len(repeated) > 3 else ''}; a loaded state dict cannot say which file "
+            "it came from: name the file its tensors were loaded from (file=), or verify the "
+            "files on disk (verify_files)")
+    return {e["name"]: e for e in entries}
 
 
 def verify_model(model_or_state_dict, signature_path, *, public_key=None, certificate_chain=None,
-                 identity=None, identity_provider=None, trusted_root=None, trust_config=None):
+                 identity=None, identity_provider=None, trusted_root=None, trust_config=None,
+                 file=None):
     """Checks a module or state dict against a signature, on the tensors' devices.
+
+    With a signature of a directory (method files), the state dict must hold every signed
+    tensor of the directory's safetensors files, or, given ``file`` (a path, or a list of
+    paths, as the signature names them: relative to the model directory), exactly the tensors
+    of those files. A name signed in two of the files concerned is refused (FormatError): the
+    state dict's keys cannot say which file it came from.
 
     Only digests go to the device and only one mismatch flag per tensor comes back. Raises
     VerificationError listing changed, missing and unexpected tensors by name. Give public_key
@@ -245,7 +279,7 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     statement, key, timings = _open_bundle(signature_path, trust)
     timings = {"launch GPU hash": launched_ms, **timings}
     t0 = time.perf_counter()
-    expected = _expected_tensors(statement, signature_path)
+    expected = _expected_tensors(statement, signature_path, file)
     algorithm = statement.tensors["hash_type"]
     if algorithm not in ALGORITHMS:
         raise VerificationError(f"{signature_path}: unknown tensor algorithm '{algorithm}'")
@@ -279,26 +313,38 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
 
 
 def _file_tensor_entries(model_dir, files, algorithm):
-    """predicate.tensors entries of every safetensors file: digests of their data regions."""
-    entries, seen = [], {}
+    """predicate.tensors entries of every safetensors file: digests of their data regions. (A
+    name is unique in its file; several files may hold the same names.) A file named
+    .safetensors that is not one is signed as a plain file, its tensors not listed, with a
+    warning."""
+    entries = []
     for rel in files:
         path = model_files.file_path(model_dir, rel)  # rel is "." for a single-file model
         if not path.endswith(".safetensors"):
             continue
-        header = safetensors_format.read_header(path)
-        if not header.entries:
+        header = _header_or_warning(path)
+        if header is None or not header.entries:
             continue
         data = model_files.file_bytes(path)
         views = [data[e.offset:e.offset + e.length] for e in header.entries]
         digests = digests_hex(hash_tensors(views, algorithm))
         for e, digest in zip(header.entries, digests):
-            if e.name in seen:
-                raise FormatError(f"tensor '{e.name}' is in both {seen[e.name]} and {rel}")
-            seen[e.name] = rel
             entries.append({"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
                             "digest": digest, "file": rel, "offset": e.offset,
                             "length": e.length})
-    return sorted(entries, key=lambda e: e["name"])
+    return sorted(entries, key=lambda e: (e["name"], e["file"]))
+
+
+def _header_or_warning(path):
+    """The safetensors header of ``path``, or None with a SentryWarning when it has none: the
+    file is then signed by its bytes only, as model_signing signs every file."""
+    try:
+        return safetensors_format.read_header(path)
+    except FormatError as exc:
+        why = str(exc).removeprefix(f"{path}: ")
+        warnings.warn(SentryWarning(f"{path}: not a safetensors file ({why}); signed as a plain "
+                                    "file, its tensors not listed"), stacklevel=4)
+        return None
 
 
 def _hash_files(model_dir, files, hash_type):
@@ -346,9 +392,9 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
                               ignore_paths=ignore_paths, ignore_git_paths=ignore_git_paths,
                               allow_symlinks=allow_symlinks)
     if statement.method != "files":
-        raise VerificationError(
+        raise MethodError(
             f"{signature_path}: this signature covers tensors (method {statement.method}), not "
-            "files; verify the loaded model with verify_model")
+            "files; verify the loaded model with ", Option("verify_model"))
     allow = statement.allow_symlinks if allow_symlinks is None else allow_symlinks
     files = model_files.list_files(
         model_dir, ignore_paths=list(ignore_paths) + list(statement.ignore_paths),
@@ -363,7 +409,8 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     changed = [f for f in common if actual[f] != expected[f]]
     if changed or missing or unexpected:
         raise VerificationError(f"{model_dir}: the files do not match {signature_path}",
-                                changed=changed, missing=missing, unexpected=unexpected)
+                                changed=changed, missing=missing, unexpected=unexpected,
+                                shown={".": os.fspath(model_dir)})
     if statement.tensors:
         _check_tensor_listing(model_dir, statement, signature_path)
     return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings,
