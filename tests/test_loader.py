@@ -405,3 +405,49 @@ def test_transformers_from_pretrained_takes_the_verified_state(tmp_path, keys, d
     ids = torch.randint(0, 300, (2, 16), device=device)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, source.to(device)(ids).logits)
+
+
+def test_files_holding_the_same_names_are_loaded_one_at_a_time(tmp_path, keys):
+    from safetensors.torch import save_file
+
+    d = tmp_path / "ckpts"
+    for k in (1, 2):
+        (d / f"ckpt-{k}").mkdir(parents=True)
+        save_file({"w": torch.full((3, 3), float(k))}, str(d / f"ckpt-{k}" / "model.safetensors"))
+    sig = str(tmp_path / "ckpts.sig")
+    sign_files(str(d), keys["alice"][0], sig)
+    pub = keys["alice"][1]
+    with pytest.raises(FormatError, match=r"'w' \(ckpt-1/model.safetensors and ckpt-2.*file="):
+        load_verified(str(d), sig, public_key=pub, device="cpu")
+    for k in (1, 2):
+        state = load_verified(str(d), sig, public_key=pub, device="cpu",
+                              file=f"ckpt-{k}/model.safetensors")
+        assert torch.equal(state["w"], torch.full((3, 3), float(k)))
+    second = d / "ckpt-2" / "model.safetensors"
+    _flip(second, second.stat().st_size - 1)
+    load_verified(str(d), sig, public_key=pub, device="cpu", file=["ckpt-1/model.safetensors"])
+    with pytest.raises(VerificationError, match="ckpt-2/model.safetensors"):
+        load_verified(str(d), sig, public_key=pub, device="cpu", file="ckpt-2/model.safetensors")
+    with pytest.raises(FormatError, match="signs no file"):
+        load_verified(str(d), sig, public_key=pub, device="cpu", file="ckpt-3/model.safetensors")
+
+
+def test_a_safetensors_name_on_another_file_is_checked_and_skipped(tmp_path, keys):
+    """As sign_files signs it: a plain file (a SentryWarning), its bytes still checked."""
+    from safetensors.torch import save_file
+
+    from sentry.errors import SentryWarning
+
+    d = tmp_path / "model"
+    d.mkdir()
+    save_file({"a": torch.arange(4)}, str(d / "model.safetensors"))
+    (d / "notes.safetensors").write_bytes(b"not a safetensors file")
+    sig = str(tmp_path / "model.sig")
+    with pytest.warns(SentryWarning):
+        sign_files(str(d), keys["alice"][0], sig)
+    with pytest.warns(SentryWarning, match="notes.safetensors.*not loaded"):
+        state = load_verified(str(d), sig, public_key=keys["alice"][1], device="cpu")
+    assert list(state) == ["a"]
+    (d / "notes.safetensors").write_bytes(b"not a safetensors filE")
+    with pytest.raises(VerificationError, match="notes.safetensors"):
+        load_verified(str(d), sig, public_key=keys["alice"][1], device="cpu")
