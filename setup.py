@@ -51,7 +51,7 @@ def extension():
     args = {"cxx": opt + ["-fopenmp", "-Wno-deprecated-declarations"]}
     kind = CppExtension
     if with_cuda:
-        sources += sorted(glob.glob("csrc/ops/cuda/*.cu"))
+        sources += sorted(glob.glob("csrc/ops/cuda/*.cu")) + sorted(glob.glob("csrc/io/*.cu"))
         macros.append(("SENTRY_WITH_CUDA", "1"))
         args["nvcc"] = opt + ["-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"]
         kind = CUDAExtension

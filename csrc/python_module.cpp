@@ -4,6 +4,7 @@
 
 #include "crypto/bindings.h"
 #include "io/bindings.h"
+#include "io/loader_bindings.h"
 
 #ifndef SENTRY_BUILT_TORCH_VERSION
 #define SENTRY_BUILT_TORCH_VERSION "unknown"
@@ -26,4 +27,6 @@ PYBIND11_MODULE(_C, m) {
   sentry_register_crypto(m);
   // sentry_ops._C.io: reading untrusted files with positional reads, hashing as they pass.
   sentry_register_io(m);
+  // sentry_ops._C.loader: verified loading of signed safetensors files (csrc/io/loader.h).
+  sentry_register_loader(m);
 }

@@ -38,6 +38,7 @@ import os
 import re
 import typing
 
+from . import bundle_shards
 from .errors import FormatError, error_text
 from .fileio import atomic_write, read_input
 
@@ -52,11 +53,13 @@ MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 #: Digest size in bytes of each algorithm a resource may use.
 DIGEST_SIZES = {"sha256": 32, "blake3": 32, "sha256-tree": 32}
 #: hash_type values per serialization method.
-METHOD_HASH_TYPES = {"files": ("sha256", "blake3"), "tensors": ("blake3", "sha256-tree")}
+METHOD_HASH_TYPES = {"files": ("sha256", "blake3"), "tensors": ("blake3", "sha256-tree"),
+                     "shards": bundle_shards.HASH_TYPES}
 METHODS = tuple(METHOD_HASH_TYPES)
 TENSOR_HASH_TYPES = ("blake3", "sha256-tree")
 
 _SERIALIZATION_KEYS = {"method", "hash_type", "allow_symlinks", "ignore_paths"}
+_SHARDS_SERIALIZATION_KEYS = _SERIALIZATION_KEYS | {"shard_size"}
 _RESOURCE_KEYS = {"name", "algorithm", "digest"}
 _ENTRY_KEYS = {"name", "dtype", "shape", "digest"}
 _ENTRY_FILE_KEYS = {"file", "offset", "length"}
@@ -228,6 +231,7 @@ class Statement:
     ignore_paths: list
     resources: list  # of Resource, in the order listed
     tensors: dict = None  # {"hash_type", "entries": [dict, ...]} or None
+    shard_size: int = None  # method shards: resources are PATH:START:END (bundle_shards)
 
 
 def root_digest(resources):
@@ -359,8 +363,10 @@ def parse_statement(payload, source="statement"):
         if key not in predicate:
             _fail(source, f"predicate.{key}", "missing")
     ser = _check_object(predicate["serialization"], source, "predicate.serialization")
-    _check_keys(ser, _SERIALIZATION_KEYS, ("method", "hash_type", "allow_symlinks"), source,
-                "predicate.serialization")
+    sharded = ser.get("method") == "shards"
+    _check_keys(ser, _SHARDS_SERIALIZATION_KEYS if sharded else _SERIALIZATION_KEYS,
+                ("method", "hash_type", "allow_symlinks") + (("shard_size",) if sharded else ()),
+                source, "predicate.serialization")
     method = _check_text(ser["method"], source, "predicate.serialization.method")
     if method not in METHOD_HASH_TYPES:
         _fail(source, "predicate.serialization.method",
@@ -379,6 +385,8 @@ def parse_statement(payload, source="statement"):
     for i, p in enumerate(ignore_paths):
         check_relative_path(p, source, f"predicate.serialization.ignore_paths[{i}]")
 
+    shard_size = bundle_shards.parse_shard_size(ser["shard_size"], source) if sharded else None
+    resource_algorithm = bundle_shards.algorithm(hash_type, shard_size) if sharded else hash_type
     items = _check_list(predicate["resources"], source, "predicate.resources")
     resources, seen = [], set()
     for i, item in enumerate(items):
@@ -389,34 +397,45 @@ def parse_statement(payload, source="statement"):
         if method == "files":
             if not (name == "." and len(items) == 1):  # "." is a single-file model
                 check_relative_path(name, source, ("predicate.resources", i, ".name"))
+        elif sharded:
+            path, _, _ = bundle_shards.parse_name(name, source, f"predicate.resources[{i}].name")
+            if path != ".":  # "." is a single-file model
+                check_relative_path(path, source, ("predicate.resources", i, ".name"))
         elif not name:
             _fail(source, ("predicate.resources", i, ".name"), "empty name")
         if name in seen:
             _fail(source, ("predicate.resources", i, ".name"), f"duplicate resource {name!r}")
         seen.add(name)
         algorithm = _check_text(item["algorithm"], source, ("predicate.resources", i, ".algorithm"))
-        if algorithm not in DIGEST_SIZES:
+        if algorithm not in DIGEST_SIZES and algorithm != resource_algorithm:
             _fail(source, ("predicate.resources", i, ".algorithm"), f"unknown algorithm {algorithm!r}")
-        if algorithm != hash_type:
+        if algorithm != resource_algorithm:
             _fail(source, ("predicate.resources", i, ".algorithm"),
-                  f"{algorithm!r} differs from serialization.hash_type {hash_type!r}")
-        digest_hex = _check_hex(item["digest"], source, ("predicate.resources", i, ".digest"), DIGEST_SIZES[algorithm])
+                  f"{algorithm!r} differs from serialization.hash_type {resource_algorithm!r}")
+        digest_hex = _check_hex(item["digest"], source, ("predicate.resources", i, ".digest"),
+                                DIGEST_SIZES[hash_type])
         resources.append(Resource(name, algorithm, digest_hex))
 
     names = [r.name for r in resources]
-    if not (is_sorted(names) or is_sorted(names, component_key)):
+    if not (is_sorted(names) or is_sorted(names, bundle_shards.order_key if sharded else component_key)):
         _fail(source, "predicate.resources",
               "not sorted by name (neither in code-point order nor by path components)")
+    if sharded:
+        files = bundle_shards.ranges(resources, shard_size, source)
+        if "." in files and len(files) > 1:
+            _fail(source, "predicate.resources", "'.' (a single-file model) among other files")
     if root_digest(resources) != root_hex:
         _fail(source, "subject[0].digest.sha256", "subject digest does not match resources")
 
     tensors = None
+    if "tensors" in predicate and sharded:
+        _fail(source, "predicate.tensors", "not used with method 'shards'")
     if "tensors" in predicate:
         tensors = _parse_tensors(predicate["tensors"], source, method, hash_type, resources)
     elif method == "tensors":
         _fail(source, "predicate.tensors", "missing (required for method 'tensors')")
     return Statement(model_name, root_hex, method, hash_type, allow_symlinks, list(ignore_paths),
-                     resources, tensors)
+                     resources, tensors, shard_size)
 
 
 def _entry_order(e):

@@ -272,7 +272,7 @@ def cmd_verify(args):
     signer = (f"signed by {result.identity} ({result.identity_provider})" if result.identity
               else f"key {result.key_hint[:16]}...")
     print(f"verified: {args.model} matches {args.signature} "
-          f"({_count(len(result.names), 'file' if result.method == 'files' else 'tensor')}, "
+          f"({_count(len(result.names), 'tensor' if result.method == 'tensors' else 'file')}, "
           f"{result.hash_type}, {signer})")
     return 0
 

@@ -234,12 +234,16 @@ def read_header(path, fd=None):
     length prefix included, are kept as ``prefix``: a reader of the data checks that the file
     still starts with them (sentry/file_reader.py)."""
     path = os.fspath(path)
-    if fd is None:
-        fd, _ = open_input(path, "safetensors file")
-        try:
-            return read_header(path, fd)
-        finally:
-            os.close(fd)
+    if fd is not None:
+        return _read_header_from(path, fd)
+    fd, _ = open_input(path, "safetensors file")
+    try:
+        return _read_header_from(path, fd)
+    finally:
+        os.close(fd)
+
+
+def _read_header_from(path, fd):
     size = os.fstat(fd).st_size
     if size < 8:
         raise FormatError(f"{path}: {size} bytes is too short for a safetensors file")

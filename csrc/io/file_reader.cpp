@@ -29,14 +29,15 @@ uint64_t checked_regular_size(int fd, const std::string& name) {
 
 }  // namespace
 
-InputFile::InputFile(int fd, std::string name) : fd_(fd), name_(std::move(name)) {
-  try {
-    size_ = checked_regular_size(fd_, name_);
-  } catch (...) {
-    ::close(fd_);
-    fd_ = -1;
-    throw;
-  }
+struct InputFile::Descriptor {
+  int fd;
+  explicit Descriptor(int f) : fd(f) {}
+  ~Descriptor() { ::close(fd); }
+};
+
+InputFile::InputFile(int fd, std::string name) : name_(std::move(name)) {
+  fd_ = std::make_shared<const Descriptor>(fd);  // closes fd if what follows throws
+  size_ = file_size_ = checked_regular_size(fd, name_);
 }
 
 InputFile InputFile::open(const std::string& path) {
@@ -51,54 +52,51 @@ InputFile InputFile::adopt(int fd, const std::string& name) {
   return InputFile(own, name);
 }
 
-InputFile::InputFile(InputFile&& other) noexcept
-    : fd_(other.fd_), name_(std::move(other.name_)), size_(other.size_) {
-  other.fd_ = -1;
-}
-
-InputFile& InputFile::operator=(InputFile&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = other.fd_;
-    name_ = std::move(other.name_);
-    size_ = other.size_;
-    other.fd_ = -1;
-  }
-  return *this;
-}
-
-InputFile::~InputFile() {
-  if (fd_ >= 0) ::close(fd_);
+InputFile InputFile::window(uint64_t start, uint64_t length) const {
+  if (start > size_ || length > size_ - start)
+    throw std::invalid_argument(name_ + ": bytes [" + std::to_string(start) + ", +" +
+                                std::to_string(length) + ") lie past the end of the file (" +
+                                std::to_string(size_) + " bytes)");
+  InputFile w;
+  w.fd_ = fd_;
+  w.name_ = name_;
+  w.file_size_ = file_size_;
+  w.start_ = start_ + start;
+  w.size_ = length;
+  return w;
 }
 
 void InputFile::read_exact(uint64_t offset, uint8_t* out, size_t n) const {
   size_t done = 0;
   while (done < n) {
-    const ssize_t got = ::pread(fd_, out + done, n - done, static_cast<off_t>(offset + done));
+    const ssize_t got =
+        ::pread(fd_->fd, out + done, n - done, static_cast<off_t>(start_ + offset + done));
     if (got > 0) {
       done += static_cast<size_t>(got);
     } else if (got == 0) {
       throw ReadError(name_ + ": the file changed while it was read: it ended at byte " +
-                      std::to_string(offset + done) + " but had " + std::to_string(size_) +
+                      std::to_string(start_ + offset + done) + " but had " +
+                      std::to_string(file_size_) +
                       " bytes when it was opened");
     } else if (errno != EINTR) {
-      throw ReadError(name_ + ": read failed at byte " + std::to_string(offset + done) + ": " +
+      throw ReadError(name_ + ": read failed at byte " + std::to_string(start_ + offset + done) +
+                      ": " +
                       errno_text(errno));
     }
   }
 }
 
 void InputFile::check_unchanged() const {
-  const uint64_t now = checked_regular_size(fd_, name_);
+  const uint64_t now = checked_regular_size(fd_->fd, name_);
   uint8_t extra;
   ssize_t got;
   do {
-    got = ::pread(fd_, &extra, 1, static_cast<off_t>(size_));
+    got = ::pread(fd_->fd, &extra, 1, static_cast<off_t>(file_size_));
   } while (got < 0 && errno == EINTR);
-  if (now != size_ || got > 0)
+  if (now != file_size_ || got > 0)
     throw ReadError(name_ + ": the file changed while it was read: it had " +
-                    std::to_string(size_) + " bytes when it was opened, " +
-                    (got > 0 && now == size_ ? std::string("more") : std::to_string(now)) +
+                    std::to_string(file_size_) + " bytes when it was opened, " +
+                    (got > 0 && now == file_size_ ? std::string("more") : std::to_string(now)) +
                     " bytes after");
 }
 

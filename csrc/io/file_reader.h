@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -37,11 +38,19 @@ class InputFile {
   // `name` names the file in errors. Refused unless it is a regular file.
   static InputFile adopt(int fd, const std::string& name);
 
-  InputFile(InputFile&& other) noexcept;
-  InputFile& operator=(InputFile&& other) noexcept;
+  // Bytes [start, start + length) of this file, read as a file of their own (offsets relative
+  // to start; size() is length), sharing the descriptor: e.g. the shards of a file, each hashed
+  // on its own. check_unchanged() still checks the whole file. std::invalid_argument unless the
+  // range lies inside the file.
+  InputFile window(uint64_t start, uint64_t length) const;
+  // Where a window starts in its file (0 for a whole file) and the whole file's size.
+  uint64_t start() const { return start_; }
+  uint64_t file_size() const { return file_size_; }
+
+  InputFile(InputFile&&) noexcept = default;
+  InputFile& operator=(InputFile&&) noexcept = default;
   InputFile(const InputFile&) = delete;
   InputFile& operator=(const InputFile&) = delete;
-  ~InputFile();
 
   const std::string& name() const { return name_; }
   uint64_t size() const { return size_; }
@@ -49,15 +58,17 @@ class InputFile {
   // Exactly n bytes at `offset` (pread, retried on EINTR and short reads). ReadError when the
   // file ends first (it shrank) or the read fails.
   void read_exact(uint64_t offset, uint8_t* out, size_t n) const;
-  // ReadError unless the file still has exactly size() bytes: fstat, and nothing to read at
-  // size() (a file that grew is caught even where fstat lags).
+  // ReadError unless the whole file still has exactly file_size() bytes: fstat, and nothing to
+  // read at file_size() (a file that grew is caught even where fstat lags).
   void check_unchanged() const;
 
  private:
+  struct Descriptor;  // closes the file when the last InputFile of it goes
+  InputFile() = default;
   InputFile(int fd, std::string name);
-  int fd_ = -1;
+  std::shared_ptr<const Descriptor> fd_;
   std::string name_;
-  uint64_t size_ = 0;
+  uint64_t start_ = 0, size_ = 0, file_size_ = 0;
 };
 
 // One block of a file as read: bytes [offset, offset + size) of files[file].

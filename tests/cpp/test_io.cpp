@@ -444,6 +444,44 @@ TEST(InputFile, RefusesFifosAndDirectoriesWithoutBlocking) {
                     "No such file");
 }
 
+// Windows of one file, hashed as files of their own (the shards of the reference tool's shards
+// serialization): each digest is OpenSSL's SHA-256 of those bytes; and a window still sees the
+// whole file change.
+TEST(InputFile, WindowsAreFilesOfTheirOwn) {
+  TempDir dir;
+  const auto data = random_bytes(700001, 7);
+  const std::string path = dir.file("w", data);
+  const InputFile whole = InputFile::open(path);
+  std::vector<InputFile> windows;
+  std::vector<DigestRequest> requests;
+  for (uint64_t start = 0; start < data.size(); start += 100000) {
+    const uint64_t len = std::min<uint64_t>(100000, data.size() - start);
+    windows.push_back(whole.window(start, len));
+    EXPECT_EQ(windows.back().start(), start);
+    EXPECT_EQ(windows.back().file_size(), data.size());
+    DigestRequest r;
+    r.file_hash = FileHash::kSha256;
+    requests.push_back(r);
+  }
+  EXPECT_THROW(whole.window(data.size() - 10, 11), std::invalid_argument);
+  for (size_t threads : {1, 3}) {
+    ReadOptions o;
+    o.threads = threads;
+    o.block_size = 64 << 10;
+    const auto got = sentry::io::digest_files(windows, requests, o);
+    for (size_t w = 0; w < windows.size(); ++w)
+      EXPECT_EQ(hex(got[w].file.data(), 32),
+                openssl_sha256(data.data() + 100000 * w, windows[w].size())) << "window " << w;
+  }
+  ASSERT_EQ(truncate(path.c_str(), 650000), 0);  // past the first window: still caught
+  ReadOptions o;
+  o.block_size = 64 << 10;
+  std::vector<InputFile> first;
+  first.push_back(whole.window(0, 100000));
+  expect_read_error([&] { sentry::io::digest_files(first, {requests[0]}, o); }, path,
+                    "changed while it was read");
+}
+
 // A consumer that fails on one block: the error comes back, no thread hangs.
 class FailOnBlock : public sentry::io::BlockConsumer {
  public:
