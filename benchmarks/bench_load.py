@@ -117,7 +117,9 @@ def loaders(files, directory, pub, sentry_sig, plain_sig, device, args):
             from fastsafetensors import fastsafe_open
 
             def fastsafetensors_load():
-                with fastsafe_open(filenames=files, device=device, nogds=True) as f:
+                # fastsafetensors wants a device with an index ("cuda:0", not "cuda").
+                where = str(torch.device(device, 0) if device == "cuda" else device)
+                with fastsafe_open(filenames=files, device=where, nogds=True) as f:
                     return {k: f.get_tensor(k) for k in f.keys()}
 
             out["fastsafetensors (nogds, unverified)"] = fastsafetensors_load

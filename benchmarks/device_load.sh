@@ -16,8 +16,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 nproc | sed 's/^/cpus: /'
 
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install --no-index --no-deps --target /tmp/site .whl/*.whl >"$OUT/peers.log" 2>&1 \
-    && echo "peers: $(ls .whl)" || { echo "peer wheels did not install:"; tail -5 "$OUT/peers.log"; }
+  # Only distributions the machine lacks: a carried wheel must not shadow what torch or
+  # transformers were installed with.
+  wheels=()
+  for w in .whl/*.whl; do
+    name=$(basename "$w" | cut -d- -f1)
+    python3 -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$name" \
+      2>/dev/null || wheels+=("$w")
+  done
+  python3 -m pip install --no-index --no-deps --target /tmp/site "${wheels[@]}" >"$OUT/peers.log" 2>&1 \
+    && echo "installed: ${wheels[*]##*/}" || { echo "wheels did not install:"; tail -5 "$OUT/peers.log"; }
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 
