@@ -60,6 +60,7 @@ def extension():
     sources += sorted(glob.glob("csrc/crypto/*.cpp"))  # signature crypto + its bindings
     sources += sorted(glob.glob("csrc/bundle/*.cpp"))  # the bundle reader + its bindings
     simdjson_include, simdjson_lib = simdjson_dirs()
+    sources += sorted(glob.glob("csrc/io/*.cpp"))  # reader of untrusted files + its bindings
     opt = ["-O0", "-g"] if DEBUG else ["-O3"]
     macros = [
         ("SENTRY_BUILT_TORCH_VERSION", f'"{torch.__version__}"'),
@@ -70,7 +71,7 @@ def extension():
     args = {"cxx": opt + ["-fopenmp", "-Wno-deprecated-declarations"]}
     kind = CppExtension
     if with_cuda:
-        sources += sorted(glob.glob("csrc/ops/cuda/*.cu"))
+        sources += sorted(glob.glob("csrc/ops/cuda/*.cu")) + sorted(glob.glob("csrc/io/*.cu"))
         macros.append(("SENTRY_WITH_CUDA", "1"))
         args["nvcc"] = opt + ["-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"]
         kind = CUDAExtension

@@ -4,6 +4,8 @@
 
 #include "bundle/bindings.h"
 #include "crypto/bindings.h"
+#include "io/bindings.h"
+#include "io/loader_bindings.h"
 
 #ifndef SENTRY_BUILT_TORCH_VERSION
 #define SENTRY_BUILT_TORCH_VERSION "unknown"
@@ -26,4 +28,8 @@ PYBIND11_MODULE(_C, m) {
   sentry_register_crypto(m);
   // sentry_ops._C.bundle: the bundle and statement reader, verify_model (csrc/bundle/).
   sentry_register_bundle(m);
+  // sentry_ops._C.io: reading untrusted files with positional reads, hashing as they pass.
+  sentry_register_io(m);
+  // sentry_ops._C.loader: verified loading of signed safetensors files (csrc/io/loader.h).
+  sentry_register_loader(m);
 }

@@ -59,7 +59,8 @@ MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 #: Digest size in bytes of each algorithm a resource may use.
 DIGEST_SIZES = {"sha256": 32, "blake3": 32, "sha256-tree": 32}
 #: hash_type values per serialization method.
-METHOD_HASH_TYPES = {"files": ("sha256", "blake3"), "tensors": ("blake3", "sha256-tree")}
+METHOD_HASH_TYPES = {"files": ("sha256", "blake3"), "tensors": ("blake3", "sha256-tree"),
+                     "shards": ("sha256",)}
 METHODS = tuple(METHOD_HASH_TYPES)
 TENSOR_HASH_TYPES = ("blake3", "sha256-tree")
 

@@ -13,8 +13,9 @@ import torch
 
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
+from . import file_reader
 from .errors import FormatError, SentryWarning, VerificationError, Worded, error_text
-from .model_files import file_bytes, load_state_dict
+from .model_files import hash_file, load_state_dict
 
 
 class InputError(Exception):
@@ -77,9 +78,10 @@ def _hash_paths(args):
             from .safetensors_format import read_header
 
             header = read_header(path)
-            data = file_bytes(path)
-            views = [data[e.offset:e.offset + e.length] for e in header.entries]
-            for e, h in zip(header.entries, digests_hex(hash_tensors(views, args.algorithm))):
+            [got] = file_reader.digest_files([file_reader.Request(
+                path, ranges=[(e.offset, e.length) for e in header.entries],
+                range_hash=args.algorithm, prefix=header.prefix, size=header.file_size)])
+            for e, h in zip(header.entries, got.ranges):
                 print(f"{h}  {path}:{e.name}")
         elif args.tensors:
             if not path.endswith((".pt", ".pth", ".bin")):
@@ -90,8 +92,7 @@ def _hash_paths(args):
             for name, h in zip(state, digests_hex(hash_tensors(tensors, args.algorithm))):
                 print(f"{h}  {path}:{name}")
         else:
-            digest = hash_tensors([file_bytes(path)], args.algorithm)
-            print(f"{digests_hex(digest)[0]}  {path}")
+            print(f"{hash_file(path, args.algorithm)}  {path}")
 
 
 def _password(args):
@@ -271,7 +272,7 @@ def cmd_verify(args):
     signer = (f"signed by {result.identity} ({result.identity_provider})" if result.identity
               else f"key {result.key_hint[:16]}...")
     print(f"verified: {args.model} matches {args.signature} "
-          f"({_count(len(result.names), 'file' if result.method == 'files' else 'tensor')}, "
+          f"({_count(len(result.names), 'tensor' if result.method == 'tensors' else 'file')}, "
           f"{result.hash_type}, {signer})")
     return 0
 

@@ -22,7 +22,7 @@ from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 from sentry_ops import _C
 
 from . import bundle as bundle_format
-from . import model_files, safetensors_format
+from . import file_reader, model_files, safetensors_format
 from .crypto import PrivateKey, PublicKey, certificate_public_key, load_certificates
 from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
@@ -245,23 +245,56 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
                     v["timings_ms"], **_signer(trust))
 
 
-def _file_tensor_entries(model_dir, files, algorithm):
-    """predicate.tensors entries of every safetensors file: digests of their data regions. (A
-    name is unique in its file; several files may hold the same names.) A file named
-    .safetensors that is not one is signed as a plain file, its tensors not listed, with a
-    warning."""
-    entries = []
+def _safetensors_headers(model_dir, rels):
+    """{rel: SafetensorsHeader} of the files in rels; a malformed one maps to its FormatError."""
+    headers = {}
+    for rel in rels:
+        try:
+            headers[rel] = safetensors_format.read_header(model_files.file_path(model_dir, rel))
+        except FormatError as exc:
+            headers[rel] = exc
+    return headers
+
+
+def _signed_headers(model_dir, files):
+    """{rel: SafetensorsHeader} of the safetensors files whose tensors a files bundle lists. A
+    file named .safetensors that is not one is signed as a plain file, with a warning."""
+    headers = {}
     for rel in files:
         path = model_files.file_path(model_dir, rel)  # rel is "." for a single-file model
-        if not path.endswith(".safetensors"):
-            continue
-        header = _header_or_warning(path)
-        if header is None or not header.entries:
-            continue
-        data = model_files.file_bytes(path)
-        views = [data[e.offset:e.offset + e.length] for e in header.entries]
-        digests = digests_hex(hash_tensors(views, algorithm))
-        for e, digest in zip(header.entries, digests):
+        if path.endswith(".safetensors"):
+            header = _header_or_warning(path)
+            if header is not None and header.entries:
+                headers[rel] = header
+    return headers
+
+
+def _read_files(model_dir, files, hash_type, headers, tensor_algorithm=None):
+    """One read of each file (sentry/file_reader.py): {rel: hex file digest} and, given
+    tensor_algorithm, {rel: [hex digest of each tensor of headers[rel], in header order]}. A
+    file with a header must still start with it and have the size it was parsed against, so
+    the digests and the header describe the same bytes."""
+    requests = []
+    for rel in files:
+        request = file_reader.Request(model_files.file_path(model_dir, rel), file_hash=hash_type)
+        header = headers.get(rel)
+        if isinstance(header, safetensors_format.SafetensorsHeader):
+            request.prefix, request.size = header.prefix, header.file_size
+            if tensor_algorithm is not None:
+                request.ranges = [(e.offset, e.length) for e in header.entries]
+                request.range_hash = tensor_algorithm
+        requests.append(request)
+    got = file_reader.digest_files(requests)
+    return ({rel: d.file for rel, d in zip(files, got)},
+            {rel: d.ranges for rel, d in zip(files, got) if d.ranges})
+
+
+def _tensor_entries(headers, tensor_digests):
+    """predicate.tensors entries of every safetensors file: digests of their data regions. (A
+    name is unique in its file; several files may hold the same names.)"""
+    entries = []
+    for rel, digests in tensor_digests.items():
+        for e, digest in zip(headers[rel].entries, digests):
             entries.append({"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
                             "digest": digest, "file": rel, "offset": e.offset,
                             "length": e.length})
@@ -280,15 +313,6 @@ def _header_or_warning(path):
         return None
 
 
-def _hash_files(model_dir, files, hash_type):
-    from concurrent.futures import ThreadPoolExecutor
-
-    # hashlib and the hashing op release the GIL: files hash in parallel.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        digests = pool.map(lambda rel: model_files.hash_file(model_files.file_path(model_dir, rel), hash_type), files)
-        return dict(zip(files, digests))
-
-
 def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ignore_paths=(),
                ignore_git_paths=True, allow_symlinks=False, tensor_algorithm="blake3",
                password=None, certificate_chain=None):
@@ -299,9 +323,11 @@ def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ig
                                    signature_path=signature_path,
                                    ignore_git_paths=ignore_git_paths,
                                    allow_symlinks=allow_symlinks)
-    digests = _hash_files(model_dir, files, hash_type)
+    headers = _signed_headers(model_dir, files)
+    # The file digests and the tensor digests come from one read of each file.
+    digests, tensor_digests = _read_files(model_dir, files, hash_type, headers, tensor_algorithm)
     resources = [bundle_format.Resource(f, hash_type, digests[f]) for f in files]
-    entries = _file_tensor_entries(model_dir, files, tensor_algorithm)
+    entries = _tensor_entries(headers, tensor_digests)
     tensors = {"hash_type": tensor_algorithm, "entries": entries} if entries else None
     recorded_ignores = model_files.effective_ignore_paths(
         model_dir, ignore_paths=ignore_paths, signature_path=signature_path,
@@ -320,6 +346,10 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     trust = trust_from(public_key, certificate_chain, identity, identity_provider,
                        trusted_root, trust_config)
     statement, key, timings = _open_bundle(signature_path, trust)
+    if statement.method == "shards":
+        return _verify_shards(model_dir, signature_path, statement, key, timings, trust,
+                              ignore_paths=ignore_paths, ignore_git_paths=ignore_git_paths,
+                              allow_symlinks=allow_symlinks)
     if statement.method != "files":
         raise MethodError(
             f"{signature_path}: this signature covers tensors (method {statement.method}), not "
@@ -333,7 +363,10 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     unexpected = sorted(set(files) - set(expected))
     common = sorted(set(expected) & set(files))
     t0 = time.perf_counter()
-    actual = _hash_files(model_dir, common, statement.hash_type)
+    # The headers the listing is checked against are read first and bound to the bytes hashed.
+    listed = {e.get("file") for e in statement.tensors["entries"]} if statement.tensors else ()
+    headers = _safetensors_headers(model_dir, [f for f in common if f in listed])
+    actual, _ = _read_files(model_dir, common, statement.hash_type, headers)
     timings["hash files"] = (time.perf_counter() - t0) * 1e3
     changed = [f for f in common if actual[f] != expected[f]]
     if changed or missing or unexpected:
@@ -341,12 +374,27 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
                                 changed=changed, missing=missing, unexpected=unexpected,
                                 shown={".": os.fspath(model_dir)})
     if statement.tensors:
-        _check_tensor_listing(model_dir, statement, signature_path)
+        _check_tensor_listing(statement, headers, signature_path)
     return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings,
                     **_signer(trust))
 
 
-def _check_tensor_listing(model_dir, statement, source):
+def _verify_shards(model_dir, signature_path, statement, key, timings, trust, **listing):
+    """verify_files for the reference's shards method: a SHA-256 per shard, the shards of
+    every file hashed in parallel from one read (the verified loader, without loading)."""
+    from . import loader
+
+    signed = loader.signed_files(statement, signature_path)
+    files = loader.check_file_list(model_dir, signature_path, statement, signed, **listing)
+    t0 = time.perf_counter()
+    table, _ = loader.file_table(model_dir, signature_path, statement, files, with_tensors=False)
+    loader.run_table(table, model_path=model_dir, signature_path=signature_path, device="cpu")
+    timings["hash files"] = (time.perf_counter() - t0) * 1e3
+    return Verified(statement.model_name, "shards", statement.hash_type, files, key.hint(),
+                    timings, **_signer(trust))
+
+
+def _check_tensor_listing(statement, headers, source):
     """The signed tensor list must describe the (verified) safetensors headers exactly."""
     by_file = {}
     for e in statement.tensors["entries"]:
@@ -354,7 +402,10 @@ def _check_tensor_listing(model_dir, statement, source):
     for rel, signed in by_file.items():
         if rel is None or rel not in {r.name for r in statement.resources}:
             raise VerificationError(f"{source}: predicate.tensors names a file that is not signed: {rel}")
-        header = safetensors_format.read_header(model_files.file_path(model_dir, rel))
+        header = headers.get(rel)
+        if not isinstance(header, safetensors_format.SafetensorsHeader):
+            raise VerificationError(f"{source}: predicate.tensors does not describe {rel} "
+                                    f"({header or 'no safetensors header read'})")
         on_disk = sorted((e.name, e.dtype, list(e.shape), e.offset, e.length) for e in header.entries)
         listed = sorted((e["name"], e["dtype"], list(e["shape"]), e["offset"], e["length"]) for e in signed)
         if on_disk != listed:

@@ -82,7 +82,7 @@ def test_the_counter_is_this_processs_reads(tmp_path):
     assert progress.size_on_disk(tmp_path) == len(data) == progress.size_on_disk(tmp_path / "f")
 
 
-@pytest.mark.parametrize("command", ["sign", "verify"])
+@pytest.mark.parametrize("command", ["sign", "verify", "hash"])
 def test_cli_progress_option(cli, tmp_path, command):
     from sentry.crypto import PrivateKey, write_private_key, write_public_key
 

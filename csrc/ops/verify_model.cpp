@@ -42,21 +42,35 @@ double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-// The tensors of one device, in name order, and their digests once hashed.
-struct DeviceGroup {
+// Tensors of one device hashed in one call, in name order, and their digests.
+struct Batch {
   at::Device device;
   std::vector<std::size_t> members;  // indices into the sorted state
   at::Tensor digests;                // uint8 [members, 32] on `device`
-  std::string algorithm;             // what `digests` were hashed with
 };
 
-void hash_group(DeviceGroup& group, const std::vector<const at::Tensor*>& tensors,
-                const std::string& algorithm) {
+Batch hash_batch(at::Device device, std::vector<std::size_t> members,
+                 const std::vector<const at::Tensor*>& tensors, const std::string& algorithm) {
   std::vector<at::Tensor> list;
-  list.reserve(group.members.size());
-  for (std::size_t i : group.members) list.push_back(*tensors[i]);
-  group.digests = hash_tensors(list, algorithm);
-  group.algorithm = algorithm;
+  list.reserve(members.size());
+  for (std::size_t i : members) list.push_back(*tensors[i]);
+  Batch out{device, std::move(members), {}};
+  out.digests = hash_tensors(list, algorithm);
+  return out;
+}
+
+// Indices (in name order) of the tensors, grouped by device in order of first appearance.
+std::vector<std::pair<at::Device, std::vector<std::size_t>>> by_device(
+    const std::vector<const at::Tensor*>& tensors, const std::function<bool(std::size_t)>& take) {
+  std::vector<std::pair<at::Device, std::vector<std::size_t>>> out;
+  for (std::size_t k = 0; k < tensors.size(); ++k) {
+    if (!take(k)) continue;
+    const at::Device device = tensors[k]->device();
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& g) { return g.first == device; });
+    if (it == out.end()) it = out.insert(out.end(), {device, {}});
+    it->second.push_back(k);
+  }
+  return out;
 }
 
 VerifiedModel verify(const NamedTensors& state, const std::string& source,
@@ -78,19 +92,16 @@ VerifiedModel verify(const NamedTensors& state, const std::string& source,
       throw FormatError("tensor name '" + *names[k] + "' is given twice");
     }
   }
-  std::vector<DeviceGroup> groups;
-  for (std::size_t k = 0; k < tensors.size(); ++k) {
-    const at::Device device = tensors[k]->device();
-    auto it = std::find_if(groups.begin(), groups.end(),
-                           [&](const DeviceGroup& g) { return g.device == device; });
-    if (it == groups.end()) it = groups.insert(groups.end(), DeviceGroup{device, {}, {}, {}});
-    it->members.push_back(k);
-  }
-  // CUDA tensors start hashing with the default algorithm before the bundle is even read: the
-  // GPU works while the host checks the signature and parses the statement. (Redone below only
-  // if the signature uses another algorithm.)
-  for (DeviceGroup& group : groups) {
-    if (group.device.is_cuda()) hash_group(group, tensors, "blake3");
+  // Dense CUDA tensors start hashing with the default algorithm before the bundle is even read:
+  // the GPU works while the host checks the signature and parses the statement. (Redone below
+  // only if the signature uses another algorithm.) Their hash reads the bytes they hold; a
+  // strided or expanded tensor, whose contiguous copy may be far larger than its storage, waits
+  // until its dtype and shape are found to be the signed ones.
+  std::vector<Batch> batches;
+  for (auto& [device, members] : by_device(tensors, [&](std::size_t k) {
+         return tensors[k]->is_cuda() && tensors[k]->is_contiguous();
+       })) {
+    batches.push_back(hash_batch(device, std::move(members), tensors, "blake3"));
   }
   const double launch_ms = ms_since(t0);
 
@@ -99,8 +110,10 @@ VerifiedModel verify(const NamedTensors& state, const std::string& source,
 
   t0 = Clock::now();
   const std::vector<const TensorEntry*> table = expected_tensors(st, source, files);
-  // Merge the sorted names with the sorted entries.
+  // Merge the sorted names with the sorted entries. same_layout: signed, and of the signed
+  // dtype and shape (only those are hashed from here).
   std::vector<const TensorEntry*> expected(names.size(), nullptr);
+  std::vector<char> same_layout(names.size(), 0);
   std::vector<std::string> changed, missing, unexpected, common;
   std::size_t k = 0;
   for (const TensorEntry* entry : table) {
@@ -118,6 +131,8 @@ VerifiedModel verify(const NamedTensors& state, const std::string& source,
       const auto sizes = t.sizes();
       if (dtype != e.dtype || !std::equal(sizes.begin(), sizes.end(), e.shape.begin(), e.shape.end())) {
         changed.push_back(e.name);
+      } else {
+        same_layout[k] = 1;
       }
       ++k;
     } else {
@@ -129,27 +144,35 @@ VerifiedModel verify(const NamedTensors& state, const std::string& source,
 
   t0 = Clock::now();
   const std::string& algorithm = st.tensor_hash_type;
-  for (DeviceGroup& group : groups) {
-    if (group.algorithm != algorithm) hash_group(group, tensors, algorithm);
-    // One table of expected digests per device, in the group's order (zeros for unexpected
-    // tensors: compared, but their result is not used), copied to it at once.
-    const bool cuda = group.device.is_cuda();
-    at::Tensor want = at::empty({static_cast<int64_t>(group.members.size()), 32},
+  if (algorithm != "blake3") batches.clear();
+  std::vector<char> hashed(names.size(), 0);
+  for (const Batch& batch : batches) {
+    for (std::size_t i : batch.members) hashed[i] = 1;
+  }
+  for (auto& [device, members] :
+       by_device(tensors, [&](std::size_t i) { return same_layout[i] && !hashed[i]; })) {
+    batches.push_back(hash_batch(device, std::move(members), tensors, algorithm));
+  }
+  for (const Batch& batch : batches) {
+    // One table of expected digests per batch, in its order (zeros for the tensors not compared:
+    // their result is not used), copied to its device at once.
+    const bool cuda = batch.device.is_cuda();
+    at::Tensor want = at::empty({static_cast<int64_t>(batch.members.size()), 32},
                                 at::TensorOptions().dtype(at::kByte).pinned_memory(cuda));
     std::uint8_t* rows = want.mutable_data_ptr<std::uint8_t>();
-    for (std::size_t i = 0; i < group.members.size(); ++i) {
-      const TensorEntry* e = expected[group.members[i]];
-      if (e) {
-        std::copy(e->digest.begin(), e->digest.end(), rows + 32 * i);
+    for (std::size_t i = 0; i < batch.members.size(); ++i) {
+      const std::size_t m = batch.members[i];
+      if (same_layout[m]) {
+        std::copy(expected[m]->digest.begin(), expected[m]->digest.end(), rows + 32 * i);
       } else {
         std::fill(rows + 32 * i, rows + 32 * i + 32, 0);
       }
     }
     const at::Tensor differs =
-        group.digests.ne(want.to(group.device, /*non_blocking=*/true)).any(1).to(at::kCPU);
+        batch.digests.ne(want.to(batch.device, /*non_blocking=*/true)).any(1).to(at::kCPU);
     const bool* flags = differs.const_data_ptr<bool>();
-    for (std::size_t i = 0; i < group.members.size(); ++i) {
-      if (flags[i] && expected[group.members[i]]) changed.push_back(*names[group.members[i]]);
+    for (std::size_t i = 0; i < batch.members.size(); ++i) {
+      if (flags[i] && same_layout[batch.members[i]]) changed.push_back(*names[batch.members[i]]);
     }
   }
   const double finish_ms = ms_since(t0);

@@ -6,35 +6,19 @@
 #include <gtest/gtest.h>
 #include <openssl/sha.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
+#include "hash_references.h"
 #include "sha256.h"
 #include "tree_host.h"
 #include "vector_files.h"
 
 namespace {
 
-std::string hex(const uint8_t* p, size_t n) {
-  static const char* kHex = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s += kHex[p[i] >> 4];
-    s += kHex[p[i] & 15];
-  }
-  return s;
-}
-
-std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::vector<uint8_t> v(n);
-  for (auto& b : v) b = static_cast<uint8_t>(gen());
-  return v;
-}
+using namespace sentry_test;
 
 template <class Tree>
 std::string tree_hex(const std::vector<uint8_t>& data) {
@@ -45,35 +29,13 @@ std::string tree_hex(const std::vector<uint8_t>& data) {
 
 // ---- BLAKE3 ---------------------------------------------------------------------------------
 
-// (input_len, hash-mode digest) pairs of the official vectors: each "input_len" and the "hash"
-// after it (extended output; the 32-byte digest is its first 64 hex characters).
-::testing::AssertionResult load_blake3_vectors(
-    std::vector<std::pair<size_t, std::string>>* cases) {
-  const std::string path = sentry::test::vector_path("blake3_test_vectors.json");
-  std::string json;
-  const auto read = sentry::test::read_vector_file(path, &json);
-  if (!read) return read;
-  size_t pos = 0, len = 0;
-  while (json.find("\"input_len\":", pos) != std::string::npos) {
-    std::string hash;
-    if (!sentry::test::next_number(json, "input_len", &pos, &len) ||
-        !sentry::test::next_field(json, "hash", &pos, &hash) || hash.size() < 64) {
-      return ::testing::AssertionFailure()
-             << path << " is not the BLAKE3 test vector file as expected (at byte " << pos << ")";
-    }
-    cases->emplace_back(len, hash.substr(0, 64));
-  }
-  return ::testing::AssertionSuccess();
-}
-
 TEST(Blake3, OfficialVectorsHashMode) {
   std::vector<std::pair<size_t, std::string>> cases;
   ASSERT_TRUE(load_blake3_vectors(&cases));
   ASSERT_GE(cases.size(), 30u) << "too few vectors parsed";
   for (const auto& [len, expected] : cases) {
-    std::vector<uint8_t> input(len);
-    for (size_t i = 0; i < len; ++i) input[i] = static_cast<uint8_t>(i % 251);
-    EXPECT_EQ(tree_hex<sentry::Blake3Tree>(input), expected) << "input_len " << len;
+    EXPECT_EQ(tree_hex<sentry::Blake3Tree>(blake3_vector_input(len)), expected)
+        << "input_len " << len;
   }
 }
 
@@ -84,12 +46,6 @@ std::string core_sha256(const std::vector<uint8_t>& data) {
   uint8_t out[32];
   sentry::sha256::hash(data.data(), data.size(), state);
   sentry::sha256::digest_bytes(state, out);
-  return hex(out, 32);
-}
-
-std::string openssl_sha256(const uint8_t* p, size_t n) {
-  uint8_t out[32];
-  SHA256(p, n, out);
   return hex(out, 32);
 }
 
@@ -116,34 +72,6 @@ TEST(Sha256, MatchesOpenSSL) {
 }
 
 // ---- sha256-tree ----------------------------------------------------------------------------
-
-// RFC 9162 §2.1.1 MTH over the leaves [first, first + count) of `data` (4096-byte pieces).
-std::vector<uint8_t> mth(const std::vector<uint8_t>& data, size_t first, size_t count) {
-  constexpr size_t kLeaf = 4096;
-  std::vector<uint8_t> msg;
-  if (count == 1) {  // leaf: SHA-256(0x00 || piece)
-    const size_t begin = first * kLeaf;
-    const size_t end = std::min(data.size(), begin + kLeaf);
-    msg.push_back(0x00);
-    msg.insert(msg.end(), data.begin() + begin, data.begin() + end);
-  } else {  // node: SHA-256(0x01 || MTH(left k) || MTH(rest)), k largest power of two < count
-    size_t k = 1;
-    while (2 * k < count) k *= 2;
-    const auto left = mth(data, first, k), right = mth(data, first + k, count - k);
-    msg.push_back(0x01);
-    msg.insert(msg.end(), left.begin(), left.end());
-    msg.insert(msg.end(), right.begin(), right.end());
-  }
-  std::vector<uint8_t> out(32);
-  SHA256(msg.data(), msg.size(), out.data());
-  return out;
-}
-
-std::string reference_sha256_tree(const std::vector<uint8_t>& data) {
-  if (data.empty()) return openssl_sha256(nullptr, 0);  // the spec: SHA-256 of ""
-  const auto root = mth(data, 0, (data.size() + 4095) / 4096);
-  return hex(root.data(), 32);
-}
 
 TEST(Sha256Tree, MatchesRecursiveRfc9162) {
   const size_t lengths[] = {0,        1,        63,       64,           4095,
