@@ -13,13 +13,15 @@ class VerificationError(SentryError):
     """A signature or digest check failed. Lists what differed, by tensor or file name.
 
     changed: names whose digest (or dtype/shape) differs; missing: signed but absent;
-    unexpected: present but not signed.
+    unexpected: present but not signed; ranks: in the distributed checks, the ranks whose bytes
+    (or layout) are at fault.
     """
 
-    def __init__(self, message, *, changed=(), missing=(), unexpected=()):
+    def __init__(self, message, *, changed=(), missing=(), unexpected=(), ranks=()):
         self.changed = list(changed)
         self.missing = list(missing)
         self.unexpected = list(unexpected)
+        self.ranks = sorted(set(ranks))
         details = []
         for label, names in (("changed", self.changed), ("missing", self.missing),
                              ("unexpected", self.unexpected)):
