@@ -357,14 +357,15 @@ def finish_on_host(plan, gathered, tree_tensor, tree_rows, segment_levels=None):
 
 
 def attribute(plan, gathered, want, t):
-    """(ranks, reason) for tensor t, whose finished digest differs from `want`: the holders
-    whose copy of some bytes differs from the copies that finish to `want`, or all holders of
-    the tensor when no copy tells them apart."""
+    """(ranks, reason, settled) for tensor t, whose finished digest differs from `want`: the
+    holders whose copy of some bytes differs from the copies that finish to `want` (settled),
+    or all holders of the tensor when no copy tells them apart (not settled)."""
     classes = _classes(plan, gathered, t)
     name = plan.names[t]
     if not classes:
         copies = int(plan.iv_count[list(_intervals(plan, t))].max())
-        return plan.holders[name], "the bytes differ" + (" (in every copy)" if copies > 1 else "")
+        return (plan.holders[name], "the bytes differ" + (" in every copy" if copies > 1 else ""),
+                False)
     base = {i: cls[0] for i, cls in classes.items()}
     candidates = [base] + [{**base, i: other} for i, cls in classes.items() for other in cls[1:]]
     candidates = candidates[:256]
@@ -380,9 +381,9 @@ def attribute(plan, gathered, want, t):
         if root.tobytes() == want:
             blamed = _ranks(plan, [r for i, cls in classes.items() for c in cls
                                    if c is not cand[i] for r in c])
-            return blamed, f"differs on ranks {blamed}; the other copies match the digest"
+            return blamed, "their copy differs from the others, which match the digest", True
     blamed = _ranks(plan, [r for cls in classes.values() for c in cls for r in c])
-    return blamed, "the bytes differ and its copies disagree; none matches the digest"
+    return blamed, "the bytes differ and its copies disagree; none matches the digest", True
 
 
 def replica_disagreement(plan, gathered, t):
@@ -416,7 +417,7 @@ def run_segments(sub, engine, segments):
         hit = rows[(starts < b) & (ends > a)]
         found, where = out.get(name, (set(), []))
         found |= set(_ranks(sub, hit))
-        where.append(f"bytes [{a}, {b})")
+        where.append(f"[{a}, {b})")
         out[name] = (found, where)
     return {n: (sorted(f), ", ".join(w[:3]) + (f" and {len(w) - 3} more" if len(w) > 3 else ""))
             for n, (f, w) in out.items()}

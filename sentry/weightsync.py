@@ -534,11 +534,14 @@ class SyncVerifier:
                      {plan.names.index(n) for n in problems})
         if bad:
             host = gathered.cpu().numpy()
+            unsettled = []
             for t in bad:
                 name = plan.names[t]
-                ranks[name], problems[name] = syncplan.attribute(
+                ranks[name], problems[name], settled = syncplan.attribute(
                     plan, host, expected.digests[name], t)
-            self._narrow_by_segments(bad, ranks, problems)
+                if not settled:
+                    unsettled.append(t)
+            self._narrow_by_segments(unsettled, ranks, problems)
         return SyncReport(e.world, e.rank, plan.algorithm, digests,
                           sorted(n for n in problems if n in expected.digests),
                           sorted(set(expected.digests) - names),
@@ -553,8 +556,7 @@ class SyncVerifier:
         todo = {}
         for t in bad:
             name = plan.names[t]
-            if problems[name].startswith("the bytes differ") and name in self.segments and \
-                    _authentic(self.segments[name], self.expected.digests[name],
+            if name in self.segments and _authentic(self.segments[name], self.expected.digests[name],
                                plan.totals[t], plan.algorithm):
                 todo[name] = self.segments[name][0]
         if not todo:
@@ -569,7 +571,7 @@ class SyncVerifier:
         for name, (found, where) in narrowed.items():
             if found:
                 ranks[name] = found
-                problems[name] = f"the bytes differ in {where}"
+                problems[name] = f"bytes {where} differ"
 
 
 def _authentic(segment, digest, total, algorithm):
