@@ -83,12 +83,22 @@ class Box:
     local_offset: tuple
 
 
-def is_dtensor(t):
+def _dtensor_class():
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # torch without DTensor
-        return False
-    return isinstance(t, DTensor)
+        return ()
+    return DTensor
+
+
+_DTENSOR = None
+
+
+def is_dtensor(t):
+    global _DTENSOR
+    if _DTENSOR is None:  # imported once: the checks call this per tensor per check
+        _DTENSOR = _dtensor_class()
+    return isinstance(t, _DTENSOR)
 
 
 def local_tensor(t):

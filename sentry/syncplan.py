@@ -141,8 +141,9 @@ class Plan:
         G = np.concatenate(rows) if rows else np.zeros((0, 6), dtype=np.int64)
         self.parts_runs = [np.asarray(p["runs"], dtype=np.int64).reshape(-1, 5) for p in parts]
         self.holders = {n: [] for n in names}
-        for n, r in sorted({(names[t], int(r)) for r, t in zip(G[:, 0], G[:, 2])}):
-            self.holders[n].append(r)
+        pairs = np.unique(G[:, 2] * self.world + G[:, 0]) if len(G) else np.zeros(0, np.int64)
+        for t, r in zip((pairs // self.world).tolist(), (pairs % self.world).tolist()):
+            self.holders[names[t]].append(r)
         # Runs sorted by tensor, start, length, then holder; distinct ranges are "intervals".
         G = G[np.lexsort((G[:, 1], G[:, 0], G[:, 4], G[:, 3], G[:, 2]))]
         self.G = G

@@ -466,6 +466,11 @@ class SyncVerifier:
             return
         if expected is None:
             expected, segments = self._resolve(manifest)
+        print_ = fingerprint(expected)
+        if print_ == getattr(self, "_print", None) and expected.layouts == self.expected.layouts:
+            self.expected, self.segments, self._manifest_id = expected, segments or {}, manifest
+            return  # the same digests: the device tables stand
+        self._print = print_
         plan = self.engine.plan
         if expected.algorithm != plan.algorithm:
             raise FormatError(f"{expected.source}: digests are {expected.algorithm}, the plan "
@@ -490,7 +495,7 @@ class SyncVerifier:
                         self.meta_problems[name] = (
                             f"signed as {want[0]} {list(want[1])}, laid out as "
                             f"{plan.meta[name][0]} {list(plan.meta[name][1])}")
-        self.engine.set_fingerprint(fingerprint(expected))
+        self.engine.set_fingerprint(print_)
 
     def check(self, manifest=None, tensors=None, raise_on_mismatch=True):
         """A SyncReport (the same on every rank); raises SyncMismatchError naming the tensors

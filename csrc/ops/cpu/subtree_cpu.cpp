@@ -17,6 +17,7 @@
 #include "../run_plan.h"
 #include "../subtree_common.h"
 #include "blake3_simd.h"
+#include "host_loader.h"
 #include "sha256_openssl.h"
 
 namespace sentry {
@@ -34,7 +35,7 @@ struct Span {
 
 template <class Tree>
 void hash_span_leaves(const Span& p, uint64_t first, uint64_t count, Node* slots) {
-  const BytewiseLoader ld{p.data};
+  const HostLoader ld{p.data};
   uint64_t k = 0;
   if constexpr (std::is_same_v<Tree, Blake3Tree>) {
     // Whole 1024-byte chunks through the SIMD lanes; never the root here (the tree has more
@@ -241,7 +242,7 @@ void finish_runs_impl(const FinishPlanView& v, const uint8_t* gathered, int64_t 
     TORCH_CHECK_VALUE(ok, op, ": leaf ", num(b), " or one of its fragments lies outside the ",
                       "gathered bytes or its leaf");
   }
-  at::parallel_for(0, v.BL, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, v.BL, 256, [&](int64_t begin, int64_t end) {
     uint8_t leaf[Tree::kLeafBytes];
     for (int64_t b = begin; b < end; ++b) {
       const int64_t* row = v.leaves + b * kFLCols;
@@ -250,7 +251,7 @@ void finish_runs_impl(const FinishPlanView& v, const uint8_t* gathered, int64_t 
         const int64_t* fr = v.frags + f * kFInCols;
         std::memcpy(leaf + fr[kFInOffset], gathered + fr[kFInGathered], fr[kFInLength]);
       }
-      Tree::leaf(BytewiseLoader{leaf}, 0, static_cast<uint32_t>(row[kFLLength]), row[kFLIndex],
+      Tree::leaf(HostLoader{leaf}, 0, static_cast<uint32_t>(row[kFLLength]), row[kFLIndex],
                  row[kFLRoot] != 0, items[row[kFLItem]]);
     }
   });
@@ -262,7 +263,7 @@ void finish_runs_impl(const FinishPlanView& v, const uint8_t* gathered, int64_t 
       item(row[kOpLeft], "op", o);
       item(row[kOpRight], "op", o);
     }
-    at::parallel_for(lo, hi, 256, [&](int64_t begin, int64_t end) {
+    at::parallel_for(lo, hi, 4096, [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o) {
         const int64_t* row = v.ops + o * kOpCols;
         Tree::combine(items[row[kOpLeft]], items[row[kOpRight]], row[kOpRoot] != 0,

@@ -1,0 +1,201 @@
+"""The weight-sync checks (sentry.weightsync, verify_sharded) on NCCL with two GPUs. Run under
+torchrun, every rank running the same tests in the same order (their collectives pair up):
+
+    torchrun --nproc-per-node=2 -m pytest -q -p no:cacheprovider tests/test_weightsync_nccl.py
+
+Skipped outside torchrun, or without two GPUs. The gloo (CPU) versions of these checks, with
+more layouts and 4 ranks, are in test_weightsync_dist.py; these add the CUDA kernels and NCCL:
+CUDA messages equal to the CPU ones, digests finished on the GPU equal to the references of the
+full tensors (b3sum, RFC 9162), flipped bits named with their rank on both ranks alike.
+"""
+import os
+import random
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import layouts
+import reference
+
+IN_TORCHRUN = os.environ.get("WORLD_SIZE") == "2" and "LOCAL_RANK" in os.environ
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
+    not (IN_TORCHRUN and torch.cuda.is_available() and torch.cuda.device_count() >= 2),
+    reason="needs torchrun --nproc-per-node=2 and two CUDA GPUs")]
+
+ALGORITHMS = ("blake3", "sha256-tree")
+
+
+@pytest.fixture(scope="module")
+def rank():
+    local = int(os.environ["LOCAL_RANK"])
+    torch.cuda.set_device(local)
+    dist.init_process_group("nccl")
+    yield dist.get_rank()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def same_everywhere(value):
+    """The value on every rank (asserts that they agree)."""
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    assert all(v == out[0] for v in out), out
+    return out[0]
+
+
+def want_hex(full, algorithm):
+    if algorithm == "blake3" and not reference.have_b3sum():
+        pytest.skip("b3sum is not installed")
+    names = sorted(full)
+    got = reference.reference_digests([reference.tensor_bytes(full[n]) for n in names], algorithm)
+    return {n: d.hex() for n, d in zip(names, got)}
+
+
+def on_gpu(ranks):
+    return [({k: v.cuda() for k, v in s.items()}, lay, mp) for s, lay, mp in ranks]
+
+
+def trainer_manifest(full, rank, algorithm):
+    from sentry.weightsync import ManifestBuilder
+
+    state, layout, mapping = on_gpu(layouts.sharded(random.Random(99), full, 2,
+                                                    replicate_some=False))[rank]
+    return ManifestBuilder(state, layout=layout, mapping=mapping, algorithm=algorithm).build()
+
+
+def error_of(fn):
+    from sentry.errors import VerificationError
+
+    try:
+        fn()
+        return None
+    except VerificationError as exc:
+        return (type(exc).__name__, str(exc), tuple(exc.ranks), tuple(exc.changed))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_cuda_messages_equal_cpu_messages(rank, algorithm):
+    from sentry import syncplan
+
+    rng = random.Random(1)
+    for _ in range(3):
+        full = layouts.random_full(rng)
+        ranks = layouts.sharded(rng, full, 2)
+        parts = [syncplan.collect(*r, {})[1] for r in ranks]
+        plan = syncplan.Plan(parts, rank, algorithm)
+        header, body = plan.local[rank]
+        src, _ = syncplan.collect(*ranks[rank], {})
+        messages = []
+        for device in ("cpu", "cuda"):
+            msg, status = torch.ops.sentry.hash_runs.default(
+                [s.to(device) for s in src], torch.from_numpy(body).to(device), header,
+                plan.message_bytes, algorithm)
+            assert not status.any()
+            messages.append(msg.cpu())
+        assert torch.equal(*messages)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_explicit_layouts_on_two_gpus(rank, algorithm):
+    """Row, column and 2-D splits, fused (both kinds) and renamed tensors, against a manifest
+    built on the GPUs from another layout; a flipped bit on either rank is named on both."""
+    from sentry.weightsync import SyncVerifier
+
+    for kind in ("sharded", "fused"):
+        rng = random.Random(7)
+        full = layouts.fusable_full(rng) if kind == "fused" else layouts.random_full(rng)
+        want = want_hex(full, algorithm)
+        manifest = trainer_manifest(full, rank, algorithm)
+        assert {n: d.hex() for n, (_, _, d) in manifest.tensors.items()} == want
+
+        def make():
+            gen = layouts.fused if kind == "fused" else layouts.sharded
+            return on_gpu(gen(random.Random(5), full, 2))[rank]
+
+        state, layout, mapping = make()
+        report = SyncVerifier(state, manifest, layout=layout, mapping=mapping).check()
+        assert report.ok and report.digests == want
+        for culprit in (0, 1):
+            state, layout, mapping = make()
+            if rank == culprit:
+                layouts.flip_one_bit(random.Random(culprit), {rank: state}, rank)
+            verifier = SyncVerifier(state, manifest, layout=layout, mapping=mapping)
+            error = same_everywhere(error_of(verifier.check))
+            assert error is not None and culprit in error[2], error
+
+
+def test_dtensor_layouts_on_a_cuda_mesh(rank):
+    """Shard(d) on any dim and Replicate on a 1-D mesh; TP x DP on a 2 x 1 mesh (every byte
+    on both GPUs, so a flipped bit is named with exactly its rank)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    from sentry.weightsync import SyncVerifier
+
+    full = layouts.random_full(random.Random(3), count=7)
+    want = want_hex(full, "blake3")
+    manifest = trainer_manifest(full, rank, "blake3")
+    rng = random.Random(4)
+    for shape in ((2,), (2, 1)):
+        mesh = init_device_mesh("cuda", shape)
+        placements = {n: ([Replicate()] if t.dim() == 0 else [Shard(rng.randrange(t.dim()))])
+                      for n, t in full.items()}
+        if len(shape) == 2:
+            placements = {n: [Replicate()] + p for n, p in placements.items()}
+
+        def make():
+            return {n: distribute_tensor(t.cuda(), mesh, placements[n]) for n, t in full.items()}
+
+        report = SyncVerifier(make(), manifest).check()
+        assert report.ok and report.digests == want
+        for culprit in (0, 1):
+            state = make()
+            if rank == culprit:
+                held = {k: v._local_tensor for k, v in state.items() if v._local_tensor.numel()}
+                layouts.flip_one_bit(random.Random(culprit), {rank: held}, rank)
+            error = same_everywhere(error_of(SyncVerifier(state, manifest).check))
+            assert error is not None and culprit in error[2], error
+            if len(shape) == 2:
+                assert error[2] == (culprit,), error
+
+
+def test_verify_sharded_fsdp2_layout_and_its_cache(rank):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    from sentry import distributed
+
+    full = layouts.random_full(random.Random(8), count=7)
+    want = want_hex(full, "sha256-tree")
+    digests = {n: bytes.fromhex(h) for n, h in want.items()}
+    mesh = init_device_mesh("cuda", (2,))
+    state = {n: distribute_tensor(t.cuda(), mesh, [Replicate()] if t.dim() == 0 else [Shard(0)])
+             for n, t in full.items()}
+    distributed._VERIFIERS.clear()
+    for _ in range(3):
+        report = distributed.verify_sharded(state, digests, algorithm="sha256-tree")
+        assert report.ok and report.digests == want
+    assert len(distributed._VERIFIERS) == 1
+
+
+def test_signed_manifest_from_the_gpus(rank):
+    from sentry.crypto import PrivateKey, write_private_key, write_public_key
+    from sentry.weightsync import SyncVerifier, WeightManifest
+
+    full = layouts.random_full(random.Random(9), count=5)
+    manifest = trainer_manifest(full, rank, "blake3")
+    box = [tempfile.mkdtemp() if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)  # one folder for both (one host)
+    folder = box[0]
+    sig, pub = os.path.join(folder, "m.sig"), os.path.join(folder, "m.pub")
+    if rank == 0:
+        key = PrivateKey.generate()
+        write_private_key(os.path.join(folder, "m.pem"), key)
+        write_public_key(pub, key.public_key())
+        manifest.sign(os.path.join(folder, "m.pem"), sig)
+    dist.barrier()
+    assert WeightManifest.from_signature(sig, public_key=pub).tensors == manifest.tensors
+    state = {n: t.cuda() for n, t in full.items()}
+    assert SyncVerifier(state, sig, public_key=pub).check().ok
