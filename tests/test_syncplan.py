@@ -241,3 +241,9 @@ def test_fake_kernels_agree_with_the_real_ones(ops):
     result = torch.library.opcheck(torch.ops.sentry.hash_runs.default, args,
                                    test_utils=("test_schema", "test_faketensor"))
     assert all(v == "SUCCESS" for v in result.values()), result
+    message, _ = torch.ops.sentry.hash_runs.default(*args)
+    fheader, fbody, _ = plan.finish
+    args = (torch.cat([message, message]), fbody, list(fheader), "blake3")
+    result = torch.library.opcheck(torch.ops.sentry.finish_runs.default, args,
+                                   test_utils=("test_schema", "test_faketensor"))
+    assert all(v == "SUCCESS" for v in result.values()), result
