@@ -249,7 +249,7 @@ class Engine:
     """This rank's plan over `group` and the check: hash_runs, one all-gather, finish_runs."""
 
     def __init__(self, state, group, *, layout, mapping, algorithm, full_shapes, what,
-                 segment_levels=None):
+                 segment_budget=0):
         self.group = exchange_group(state, group)
         self.world, self.rank = collectives.world(self.group)
         self.algorithm, self.what = algorithm, what
@@ -267,7 +267,13 @@ class Engine:
         if errors:
             raise FormatError(f"{what}: " + "; ".join(errors))
         self.parts = parts
-        self.plan = syncplan.Plan(parts, self.rank, algorithm, segment_levels=segment_levels)
+        levels = {}
+        for p in parts if segment_budget else ():
+            for name, meta in zip(p["names"], p["meta"]):
+                level = segment_level(meta, algorithm, segment_budget)
+                if level is not None:
+                    levels[name] = level
+        self.plan = syncplan.Plan(parts, self.rank, algorithm, segment_levels=levels)
         self.shapes = [(t.shape, t.dtype) for t in self.sources]
         self.comm = collectives.comm_device(self.group)
         self.device = self.sources[0].device if self.sources else self.comm
@@ -368,18 +374,21 @@ class ManifestBuilder:
             raise FormatError(f"unknown tensor algorithm '{algorithm}'")
         state = state_of(tensors)
         self._tensors = tensors
-        probe = Engine(state, group, layout=dict(layout or {}), mapping=dict(mapping or {}),
-                       algorithm=algorithm, full_shapes={}, what="weight manifest")
-        levels = {}
-        if segments:
-            for name in probe.plan.names:
-                level = segment_level(probe.plan.meta[name], algorithm, segments)
-                if level is not None:
-                    levels[name] = level
-        # Rebuilt with pieces no larger than the segments (no exchange: the same parts).
-        probe.plan = syncplan.Plan(probe.parts, probe.rank, algorithm, segment_levels=levels)
-        probe._upload()
-        self.engine, self.algorithm, self.levels = probe, algorithm, levels
+        self.engine = Engine(state, group, layout=dict(layout or {}), mapping=dict(mapping or {}),
+                             algorithm=algorithm, full_shapes={}, what="weight manifest",
+                             segment_budget=segments)
+        self.algorithm = algorithm
+        plan = self.engine.plan
+        # Where each tensor's digest and segments come out of the finish (copy 0), and which
+        # tensors have several copies to compare.
+        self._firsts = _tensor_first_trees(plan)
+        copies = np.bincount(plan.tree_tensor, minlength=len(plan.names))
+        self._copied = np.flatnonzero(copies > 1).tolist()
+        Q, self._segments = len(plan.tree_tensor), {}
+        rows = plan.finish[2].numpy()
+        for k in np.flatnonzero(plan.tree_copy[rows[:, 0]] == 0) if len(rows) else ():
+            name = plan.names[plan.tree_tensor[rows[k, 0]]]
+            self._segments.setdefault(name, []).append(Q + int(k))
 
     def build(self, tensors=None):
         """A WeightManifest of the current values; raises on every rank alike when the ranks'
@@ -400,28 +409,25 @@ class ManifestBuilder:
             raise FormatError("weight manifest: " + "; ".join(
                 f"'{n}' (ranks {plan.blame.get(n, plan.holders[n])}: {why})"
                 for n, why in sorted(plan.problems.items())[:10]))
-        Q = len(plan.tree_tensor)
-        tensors, disagree = {}, {}
-        for t, first in _tensor_first_trees(plan).items():
-            name = plan.names[t]
-            copies = np.flatnonzero(plan.tree_tensor == t)
-            roots_t = {bytes(values[q]) for q in copies}
-            if len(roots_t) > 1:
-                disagree[name] = syncplan.replica_disagreement(plan, gathered.cpu().numpy(), t)
-            tensors[name] = (*plan.meta[name], bytes(values[first]))
+        disagree = {}
+        for t in self._copied:
+            q = np.flatnonzero(plan.tree_tensor == t)
+            if (values[q] != values[q[0]]).any():
+                disagree[plan.names[t]] = syncplan.replica_disagreement(
+                    plan, gathered.cpu().numpy(), t)
         if disagree:
             report = SyncReport(e.world, e.rank, self.algorithm, {}, sorted(disagree), [], [],
                                 {n: plan.holders[n] for n in disagree},
                                 {n: "copies of the same bytes differ" for n in disagree},
                                 plan.message_bytes, {}, disagree, "weight manifest")
             raise SyncMismatchError(report, "the sending ranks' copies")
+        tensors = {plan.names[t]: (*plan.meta[plan.names[t]], values[q].tobytes())
+                   for t, q in self._firsts.items()}
         segments = {}
-        seg_rows = e.plan.finish[2].numpy()
-        for k, (q, lo, _) in enumerate(seg_rows):
-            if plan.tree_copy[q] == 0:
-                name = plan.names[plan.tree_tensor[q]]
-                segments.setdefault(name, (self.levels[name], []))[1].append(
-                    bytes(values[Q + k]))
+        for name, rows in self._segments.items():
+            blob = values[rows].tobytes()
+            segments[name] = (plan.segment_levels[name],
+                              [blob[i:i + 32] for i in range(0, len(blob), 32)])
         return WeightManifest(self.algorithm, tensors, segments)
 
 

@@ -102,6 +102,34 @@ def dtensor_layouts(rank, world, out):
             result[(label, kind)] = {"ok": report.ok, "digests": report.digests,
                                      "holders": report.holders, "flips": trials,
                                      "sent": report.bytes_sent}
+    # A DTensor of a fused parameter (the concatenation of q, k, v), sharded on a random dim.
+    from sentry.weightsync import Fused
+
+    full = layouts.fusable_full(random.Random(21))
+    manifest = trainer_manifest(full, rank, world)
+    mesh = init_device_mesh("cpu", (world,))
+    rng = random.Random(22)
+    fused, mapping = {}, {}
+    names = sorted(full)
+    for k in range(0, len(names) - 2, 3):
+        group = names[k:k + 3]
+        dim = next(d for d in (0, 1) if layouts.fuse_dims_agree(full, group, d))
+        cat = torch.cat([full[n] for n in group], dim)
+        fused[f"fused{k}"] = (cat, [Shard(rng.randrange(cat.dim()))])
+        mapping[f"fused{k}"] = Fused(tuple(group), dim)
+    for n in names[3 * (len(names) // 3):]:
+        fused["engine." + n] = (full[n], [Replicate()])
+        mapping["engine." + n] = n
+
+    def make_fused():
+        return ({k: distribute_tensor(t.clone(), mesh, p) for k, (t, p) in fused.items()}, None,
+                mapping)
+
+    state, _, _ = make_fused()
+    report = SyncVerifier(state, manifest, mapping=mapping).check()
+    result[("1d", "fused")] = {"ok": report.ok, "digests": report.digests,
+                               "flips": _flip_trials(rank, world, make_fused, manifest, world, 3),
+                               "want_seed": 21}
     return result
 
 

@@ -262,21 +262,19 @@ std::tuple<std::vector<int64_t>, at::Tensor, at::Tensor> plan_finish_impl(
     TORCH_CHECK_VALUE(leaf_used[b], op, ": leaf row ", num(b), " belongs to no item");
   outputs.insert(outputs.end(), segment_items.begin(), segment_items.end());
 
-  // Ops by dependency depth (stable): depth d needs only items of smaller depths.
+  // Ops by dependency depth (a counting sort, stable): depth d needs only smaller depths.
   const int64_t O = ops.size() / (kOpCols + 1);
-  std::vector<int64_t> order(O);
-  for (int64_t k = 0; k < O; ++k) order[k] = k;
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return ops[a * (kOpCols + 1) + kOpCols] < ops[b * (kOpCols + 1) + kOpCols];
-  });
   std::vector<int64_t> depth_ops;
-  std::vector<int64_t> sorted_ops;
-  for (int64_t k : order) {
-    const int64_t* o = ops.data() + k * (kOpCols + 1);
-    const int64_t d = o[kOpCols];
+  for (int64_t k = 0; k < O; ++k) {
+    const int64_t d = ops[k * (kOpCols + 1) + kOpCols];
     if (static_cast<int64_t>(depth_ops.size()) < d) depth_ops.resize(d, 0);
     ++depth_ops[d - 1];
-    sorted_ops.insert(sorted_ops.end(), o, o + kOpCols);
+  }
+  std::vector<int64_t> at(depth_ops.size(), 0), sorted_ops(O * kOpCols);
+  for (size_t d = 1; d < at.size(); ++d) at[d] = at[d - 1] + depth_ops[d - 1];
+  for (int64_t k = 0; k < O; ++k) {
+    const int64_t* o = ops.data() + k * (kOpCols + 1);
+    std::copy(o, o + kOpCols, sorted_ops.data() + kOpCols * at[o[kOpCols] - 1]++);
   }
   std::vector<int64_t> header = {kPlanVersion, L, next_item,
                                  static_cast<int64_t>(pieces.size() / kFPCols), BL, FR, O,
