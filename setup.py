@@ -74,4 +74,6 @@ setup(
     entry_points={"console_scripts": ["sentry = sentry.cli:main"]},
     python_requires=">=3.10",
     install_requires=["torch"],
+    # Keyless (Sigstore) verification only: sentry/keyless.py imports it on first use.
+    extras_require={"keyless": ["sigstore>=4"]},
 )

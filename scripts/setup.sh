@@ -12,9 +12,10 @@ fi
 
 # torch==2.13.0 is the machine's local CPU wheel; pin it so pip never fetches another torch.
 # cryptography, safetensors and model-signing (with pyopenssl, which it imports) are the tests'
-# independent references.
+# independent references. sigstore (sigstore-python 4) makes the trust decision for keyless
+# bundles (sentry/keyless.py).
 python3 -m pip install -q --disable-pip-version-check torch==2.13.0 numpy pytest ninja pybind11 \
-  cryptography safetensors model-signing pyopenssl \
+  cryptography safetensors model-signing pyopenssl "sigstore>=4" \
   setuptools wheel
 # --no-build-isolation: compile against the torch installed above.
 MAX_JOBS=${MAX_JOBS:-2} python3 -m pip install -q --disable-pip-version-check \

@@ -57,6 +57,9 @@ def save(state_dict, path, private_key, *, signature_path=None, algorithm="blake
         raise FormatError(f"unknown tensor algorithm '{algorithm}'; use one of {ALGORITHMS}")
     path = os.fspath(path)
     sig = os.fspath(signature_path) if signature_path is not None else signature_path_for(path)
+    if os.path.abspath(sig) == os.path.abspath(path):
+        raise FormatError(f"{path}: the signature path is the checkpoint itself")
+    bundle_format.check_signature_target(sig)  # before anything is written
     state = signing._state_dict(state_dict)
     names = sorted(state)
     # 1. Digests where the tensors are, before anything is copied off the device.

@@ -25,7 +25,8 @@ import pathlib
 import posixpath
 import stat
 
-from .errors import FormatError
+from .errors import FormatError, Option, OptionError
+from .fileio import open_input_file
 
 #: Ignored at the top of the model directory unless ignore_git_paths=False.
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
@@ -111,8 +112,8 @@ def list_files(model_dir, *, ignore_paths=(), signature_path=None, ignore_git_pa
                                      ignore_git_paths=ignore_git_paths)
 
     def refuse_link(path):
-        raise FormatError(f"{path} is a symbolic link; symbolic links are refused unless "
-                          "allow_symlinks=True")
+        raise OptionError(f"{path} is a symbolic link; symbolic links are refused unless ",
+                          Option("allow_symlinks", "allow_symlinks=True"))
 
     def refuse_special(path, what="not a regular file or directory (or a broken link)"):
         raise FormatError(f"{path} is {what}; a model holds only files and directories")
@@ -168,7 +169,7 @@ def hash_file(path, algorithm="sha256"):
         h = hashlib.sha256()
         buf = bytearray(_BLOCK)
         view = memoryview(buf)
-        with open(path, "rb") as f:
+        with open_input_file(path, "model file") as f:
             while True:
                 n = f.readinto(buf)
                 if not n:
@@ -189,11 +190,23 @@ def file_bytes(path):
     import numpy as np
     import torch
 
-    with open(path, "rb") as f:
+    with open_input_file(path, "model file") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:  # an empty file cannot be mapped
             return torch.empty(0, dtype=torch.uint8)
         return torch.from_numpy(np.memmap(f, dtype=np.uint8, mode="c", shape=(size,)))
+
+
+def _unpickling_reason(exc):
+    """Why torch.load(weights_only=True) failed, in one line: the weights-only unpickler's own
+    reason, without torch's advice to retry with weights_only=False (which runs code from the
+    file)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def load_state_dict(path, device="cpu"):
@@ -202,10 +215,13 @@ def load_state_dict(path, device="cpu"):
     import torch
 
     try:
-        obj = torch.load(path, map_location=device, weights_only=True)
+        with open_input_file(path, "state dict") as f:
+            obj = torch.load(f, map_location=device, weights_only=True)
+    except (FormatError, OSError):
+        raise
     except Exception as exc:  # pickle errors come in many types
         raise FormatError(f"{path}: refused: not loadable with weights_only=True, which never "
-                          f"runs code from the file ({type(exc).__name__}: {exc})") from exc
+                          f"runs code from the file ({_unpickling_reason(exc)})") from exc
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -217,8 +217,10 @@ def parse_header(header_bytes, data_size, source="safetensors header"):
 
 def read_header(path):
     """Reads and validates a safetensors file's header (not its data)."""
+    from .fileio import open_input_file
+
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    with open_input_file(path, "safetensors file") as f:
         size = os.fstat(f.fileno()).st_size
         if size < 8:
             raise FormatError(f"{path}: {size} bytes is too short for a safetensors file")

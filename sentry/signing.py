@@ -4,20 +4,26 @@ Both write and read OpenSSF Model Signing v1.0 bundles (docs/FORMAT.md §6). A d
 with `sign_files` also lists every safetensors tensor (predicate.tensors), so the same signature
 verifies the files on disk and, after loading, the tensors in GPU memory (`verify_model`).
 Verification fails closed: any difference raises VerificationError naming what differed.
+
+A signature is verified by one of three methods, chosen by the keywords given (the same on every
+verifying function): ``public_key``; ``certificate_chain`` (the trusted root certificates);
+or keyless Sigstore, ``identity`` and ``identity_provider`` with ``trusted_root`` or
+``trust_config`` (sentry.keyless, offline).
 """
 import dataclasses
 import os
 import time
+import warnings
 
 import torch
 
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
 from . import bundle as bundle_format
-from . import model_files, safetensors_format
+from . import bundle_v02, model_files, safetensors_format
 from .crypto import (PrivateKey, PublicKey, certificate_public_key, load_certificates,
                      verify_certificate_chain)
-from .errors import FormatError, VerificationError
+from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
 
 @dataclasses.dataclass
@@ -30,6 +36,8 @@ class Verified:
     names: list
     key_hint: str
     timings_ms: dict
+    identity: str = None  # keyless: the certificate's identity and OIDC issuer that were checked
+    identity_provider: str = None
 
 
 def _state_dict(model_or_state_dict):
@@ -88,6 +96,7 @@ def sign_model(model_or_state_dict, private_key, signature_path, *, algorithm="b
     """
     if algorithm not in ALGORITHMS:
         raise FormatError(f"unknown tensor algorithm '{algorithm}'; use one of {ALGORITHMS}")
+    bundle_format.check_signature_target(signature_path)  # before any hashing
     state = _state_dict(model_or_state_dict)
     names = sorted(state)
     hexes = {}
@@ -112,52 +121,160 @@ def sign_tensor_entries(entries, private_key, signature_path, *, algorithm, mode
     return _sign_statement(statement, private_key, password, signature_path, certificate_chain)
 
 
-def _verifying_key(signed, public_key, certificate_chain, source):
-    if (public_key is None) == (certificate_chain is None):
-        raise FormatError("give exactly one of public_key and certificate_chain")
+@dataclasses.dataclass(frozen=True)
+class _CertificateRoots:
+    """The trust anchors of the certificate method (paths or PEM/DER, as given)."""
+
+    roots: object
+
+
+def trust_from(public_key=None, certificate_chain=None, identity=None, identity_provider=None,
+               trusted_root=None, trust_config=None):
+    """What a signature must be verified with, from the verifying functions' keywords: a
+    PublicKey, the certificate method's roots or a keyless.KeylessPolicy. FormatError unless exactly one
+    method is given whole. (Loads the key or trust root once, for callers verifying many.)"""
+    keyless_given = identity is not None or identity_provider is not None
+    given = [name for name, on in (("public_key", public_key is not None),
+                                   ("certificate_chain", certificate_chain is not None),
+                                   ("identity and identity_provider", keyless_given)) if on]
+    if len(given) != 1:
+        raise FormatError("give exactly one of public_key, certificate_chain, or identity and "
+                          f"identity_provider (keyless); got {given or 'none'}")
+    if not keyless_given and (trusted_root is not None or trust_config is not None):
+        raise FormatError("trusted_root and trust_config are for keyless verification "
+                          "(identity and identity_provider)")
     if public_key is not None:
         return public_key if isinstance(public_key, PublicKey) else PublicKey.load(public_key)
+    if certificate_chain is not None:
+        return _CertificateRoots(certificate_chain)
+    from .keyless import KeylessPolicy
+
+    return KeylessPolicy.load(identity, identity_provider, trusted_root=trusted_root,
+                              trust_config=trust_config)
+
+
+def _check_signature(signed, key, source):
+    message = bundle_format.pae(signed.payload_type, signed.payload)
+    if key.verify(message, signed.signature):
+        return
+    # model_signing v0.2's key and certificate signers signed another message (bundle_v02).
+    if (bundle_v02.is_v02_statement(signed.payload)
+            and key.verify(bundle_v02.pae(signed.payload), signed.signature,
+                           hash=bundle_v02.SIGNATURE_HASH)):
+        return
+    other = (f" (the bundle names key {signed.public_key_hint}, you gave {key.hint()})"
+             if signed.public_key_hint and signed.public_key_hint != key.hint() else "")
+    raise VerificationError(f"{source}: the signature does not verify with this key{other}")
+
+
+def _certificate_key(signed, roots, source):
     if not signed.certificate_chain:
         raise VerificationError(f"{source}: the bundle carries no certificate chain")
-    return verify_certificate_chain(signed.certificate_chain, certificate_chain)
+    if signed.tlog_entries:
+        # A Fulcio certificate chains to the Fulcio CA for any identity: only the keyless
+        # checks (identity, issuer, log) make it mean something.
+        raise MethodError(
+            f"{source}: this is a Sigstore keyless signature (it has a transparency-log entry); "
+            "verify it with ", Option("identity"), ", ", Option("identity_provider"), " and ",
+            Option("trusted_root"), " or ", Option("trust_config"))
+    return verify_certificate_chain(signed.certificate_chain, roots)
 
 
-def _open_bundle(signature_path, public_key, certificate_chain):
-    """Reads the bundle, checks its signature, returns (statement, key, timings)."""
+def _keyless_key(signed, data, policy, source):
+    from . import keyless
+
+    if not signed.certificate_chain:
+        raise MethodError(f"{source}: the bundle carries no certificate: it was signed with a "
+                          "key, not keyless; verify it with ", Option("public_key"))
+    payload_type, payload = keyless.verify_bundle(data, source, policy)
+    if payload_type != signed.payload_type or payload != signed.payload:
+        raise VerificationError(f"{source}: sigstore-python and Sentry read different payloads "
+                                "from the bundle")
+    return certificate_public_key(signed.certificate_chain[0])
+
+
+def _open_bundle(signature_path, trust):
+    """Reads the bundle, checks its signature with `trust` (trust_from), returns
+    (statement, key, timings)."""
     timings = {}
     t0 = time.perf_counter()
-    signed = bundle_format.read_bundle(signature_path)
+    data = bundle_format.read_bundle_bytes(signature_path)
+    signed = bundle_format.Bundle.from_json(data, source=os.fspath(signature_path))
     timings["read bundle"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    key = _verifying_key(signed, public_key, certificate_chain, signature_path)
-    message = bundle_format.pae(signed.payload_type, signed.payload)
-    if not key.verify(message, signed.signature):
-        other = (f" (the bundle names key {signed.public_key_hint}, you gave {key.hint()})"
-                 if signed.public_key_hint and signed.public_key_hint != key.hint() else "")
-        raise VerificationError(f"{signature_path}: the signature does not verify with this key{other}")
+    if isinstance(trust, PublicKey):
+        key = trust
+        _check_signature(signed, key, signature_path)
+    elif isinstance(trust, _CertificateRoots):
+        key = _certificate_key(signed, trust.roots, signature_path)
+        _check_signature(signed, key, signature_path)
+    else:
+        key = _keyless_key(signed, data, trust, signature_path)
     timings["check signature"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    statement = bundle_format.parse_statement(signed.payload)
+    statement = bundle_format.parse_statement(signed.payload, os.fspath(signature_path))
     timings["parse statement"] = (time.perf_counter() - t0) * 1e3
     return statement, key, timings
 
 
-def _expected_tensors(statement, source):
-    """{name: entry} of the signed tensors, from the predicate.tensors extension."""
+def _signer(trust):
+    """Verified's identity and identity_provider keywords."""
+    if isinstance(trust, (PublicKey, _CertificateRoots)):
+        return {}
+    return {"identity": trust.identity, "identity_provider": trust.identity_provider}
+
+
+def _expected_tensors(statement, source, files=None):
+    """{name: entry} of the signed tensors, from the predicate.tensors extension: all of them,
+    or those of the listed ``files`` (a path or a list of paths, as the signature names them).
+    A name signed in more than one of those files is refused: a state dict's keys cannot say
+    which file a tensor came from, so no choice between them would be sound."""
     if not statement.tensors:
         raise VerificationError(
             f"{source}: this signature lists no tensors (method {statement.method}); "
             "verify its files with verify_files")
     # parse_statement has checked that, for method tensors, they agree with the resources.
-    return {e["name"]: e for e in statement.tensors["entries"]}
+    entries = statement.tensors["entries"]
+    if files is not None:
+        files = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) else [
+            os.fspath(f) for f in files]
+        listed = sorted({e.get("file") for e in entries if e.get("file") is not None})
+        unknown = [f for f in files if f not in listed]
+        if unknown:
+            raise VerificationError(f"{source}: lists no tensors of {', '.join(unknown)} (files "
+                                    f"with tensors: {', '.join(listed) or 'none'})")
+        entries = [e for e in entries if e.get("file") in files]
+    by_name = {}
+    for e in entries:
+        by_name.setdefault(e["name"], []).append(e.get("file"))
+    repeated = {n: where for n, where in by_name.items() if len(where) > 1}
+    if repeated:
+        shown = ", ".join(f"'{n}' ({' and '.join(where)})" for n, where in
+                          sorted(repeated.items())[:3])
+        raise FormatError(
+            f"{source}: tensors of the same name are signed in several files: {shown}"
+            f"{', ...' if len(repeated) > 3 else ''}; a loaded state dict cannot say which file "
+            "it came from: name the file its tensors were loaded from (file=), or verify the "
+            "files on disk (verify_files)")
+    return {e["name"]: e for e in entries}
 
 
-def verify_model(model_or_state_dict, signature_path, *, public_key=None, certificate_chain=None):
+def verify_model(model_or_state_dict, signature_path, *, public_key=None, certificate_chain=None,
+                 identity=None, identity_provider=None, trusted_root=None, trust_config=None,
+                 file=None):
     """Checks a module or state dict against a signature, on the tensors' devices.
+
+    With a signature of a directory (method files), the state dict must hold every signed
+    tensor of the directory's safetensors files, or, given ``file`` (a path, or a list of
+    paths, as the signature names them: relative to the model directory), exactly the tensors
+    of those files. A name signed in two of the files concerned is refused (FormatError): the
+    state dict's keys cannot say which file it came from.
 
     Only digests go to the device and only one mismatch flag per tensor comes back. Raises
     VerificationError listing changed, missing and unexpected tensors by name. Give public_key
-    (PEM path or PublicKey) or certificate_chain (the trusted root certificates, PEM path).
+    (PEM path or PublicKey), certificate_chain (the trusted root certificates, PEM path), or
+    identity and identity_provider (keyless: the signer's identity and OIDC issuer) with
+    trusted_root (a Sigstore trusted_root.json) or trust_config (a client trust config).
     """
     t0 = time.perf_counter()
     state = _state_dict(model_or_state_dict)
@@ -167,10 +284,12 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     # redone below, only if the signature uses another algorithm.)
     early = _digests_by_device([n for n in names if state[n].is_cuda], state, "blake3")
     launched_ms = (time.perf_counter() - t0) * 1e3
-    statement, key, timings = _open_bundle(signature_path, public_key, certificate_chain)
+    trust = trust_from(public_key, certificate_chain, identity, identity_provider,
+                       trusted_root, trust_config)
+    statement, key, timings = _open_bundle(signature_path, trust)
     timings = {"launch GPU hash": launched_ms, **timings}
     t0 = time.perf_counter()
-    expected = _expected_tensors(statement, signature_path)
+    expected = _expected_tensors(statement, signature_path, file)
     algorithm = statement.tensors["hash_type"]
     if algorithm not in ALGORITHMS:
         raise VerificationError(f"{signature_path}: unknown tensor algorithm '{algorithm}'")
@@ -199,30 +318,43 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     if changed or missing or unexpected:
         raise VerificationError(f"{signature_path}: the model does not match its signature",
                                 changed=sorted(set(changed)), missing=missing, unexpected=unexpected)
-    return Verified(statement.model_name, statement.method, algorithm, common, key.hint(), timings)
+    return Verified(statement.model_name, statement.method, algorithm, common, key.hint(), timings,
+                    **_signer(trust))
 
 
 def _file_tensor_entries(model_dir, files, algorithm):
-    """predicate.tensors entries of every safetensors file: digests of their data regions."""
-    entries, seen = [], {}
+    """predicate.tensors entries of every safetensors file: digests of their data regions. (A
+    name is unique in its file; several files may hold the same names.) A file named
+    .safetensors that is not one is signed as a plain file, its tensors not listed, with a
+    warning."""
+    entries = []
     for rel in files:
         path = model_files.file_path(model_dir, rel)  # rel is "." for a single-file model
         if not path.endswith(".safetensors"):
             continue
-        header = safetensors_format.read_header(path)
-        if not header.entries:
+        header = _header_or_warning(path)
+        if header is None or not header.entries:
             continue
         data = model_files.file_bytes(path)
         views = [data[e.offset:e.offset + e.length] for e in header.entries]
         digests = digests_hex(hash_tensors(views, algorithm))
         for e, digest in zip(header.entries, digests):
-            if e.name in seen:
-                raise FormatError(f"tensor '{e.name}' is in both {seen[e.name]} and {rel}")
-            seen[e.name] = rel
             entries.append({"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
                             "digest": digest, "file": rel, "offset": e.offset,
                             "length": e.length})
-    return sorted(entries, key=lambda e: e["name"])
+    return sorted(entries, key=lambda e: (e["name"], e["file"]))
+
+
+def _header_or_warning(path):
+    """The safetensors header of ``path``, or None with a SentryWarning when it has none: the
+    file is then signed by its bytes only, as model_signing signs every file."""
+    try:
+        return safetensors_format.read_header(path)
+    except FormatError as exc:
+        why = str(exc).removeprefix(f"{path}: ")
+        warnings.warn(SentryWarning(f"{path}: not a safetensors file ({why}); signed as a plain "
+                                    "file, its tensors not listed"), stacklevel=4)
+        return None
 
 
 def _hash_files(model_dir, files, hash_type):
@@ -239,6 +371,7 @@ def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ig
                password=None, certificate_chain=None):
     """Signs a model directory exactly as OpenSSF Model Signing's `files` method does, and lists
     the safetensors tensors it holds (predicate.tensors) for verify_model."""
+    bundle_format.check_signature_target(signature_path)  # before any hashing
     files = model_files.list_files(model_dir, ignore_paths=ignore_paths,
                                    signature_path=signature_path,
                                    ignore_git_paths=ignore_git_paths,
@@ -257,14 +390,17 @@ def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ig
 
 
 def verify_files(model_dir, signature_path, *, public_key=None, certificate_chain=None,
+                 identity=None, identity_provider=None, trusted_root=None, trust_config=None,
                  ignore_paths=(), ignore_git_paths=True, allow_symlinks=None):
     """Checks a model directory against a `files` signature; raises VerificationError listing
-    changed, missing and unexpected files."""
-    statement, key, timings = _open_bundle(signature_path, public_key, certificate_chain)
+    changed, missing and unexpected files. The signature's method keywords are verify_model's."""
+    trust = trust_from(public_key, certificate_chain, identity, identity_provider,
+                       trusted_root, trust_config)
+    statement, key, timings = _open_bundle(signature_path, trust)
     if statement.method != "files":
-        raise VerificationError(
+        raise MethodError(
             f"{signature_path}: this signature covers tensors (method {statement.method}), not "
-            "files; verify the loaded model with verify_model")
+            "files; verify the loaded model with ", Option("verify_model"))
     allow = statement.allow_symlinks if allow_symlinks is None else allow_symlinks
     files = model_files.list_files(
         model_dir, ignore_paths=list(ignore_paths) + list(statement.ignore_paths),
@@ -279,10 +415,12 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     changed = [f for f in common if actual[f] != expected[f]]
     if changed or missing or unexpected:
         raise VerificationError(f"{model_dir}: the files do not match {signature_path}",
-                                changed=changed, missing=missing, unexpected=unexpected)
+                                changed=changed, missing=missing, unexpected=unexpected,
+                                shown={".": os.fspath(model_dir)})
     if statement.tensors:
         _check_tensor_listing(model_dir, statement, signature_path)
-    return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings)
+    return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings,
+                    **_signer(trust))
 
 
 def _check_tensor_listing(model_dir, statement, source):

@@ -30,9 +30,12 @@ from . import bundle as bundle_format
 from . import collectives, syncplan
 from . import expected as expected_mod
 from .errors import FormatError, VerificationError
-from .fileio import atomic_write
+from .fileio import atomic_write, read_input
 from .layout import Concat, Fused, Region, is_dtensor, local_tensor  # noqa: F401  (public)
 
+# A manifest's JSON is read whole; its largest part is the segment digests (up to
+# DEFAULT_SEGMENTS x 64 hex characters per tensor), far below this for any real model.
+MAX_MANIFEST_BYTES = 1 << 30
 DEFAULT_SEGMENTS = 64  # segment digests per tensor a manifest keeps by default (at most)
 
 
@@ -92,8 +95,7 @@ class WeightManifest:
 
     @classmethod
     def load(cls, path):
-        with open(path, "rb") as f:
-            return cls.from_json(f.read(), str(path))
+        return cls.from_json(read_input(path, "weight manifest", MAX_MANIFEST_BYTES), str(path))
 
     def sign(self, private_key, signature_path, *, model_name="model", password=None,
              certificate_chain=None):
