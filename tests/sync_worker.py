@@ -57,6 +57,29 @@ def _flip_trials(rank, world, make, manifest, trials, rng_seed):
     return out
 
 
+def dtensor_placements(full, kind, label):
+    """{name: placements} of a DTensor scenario: a random Shard dim per tensor (some tensors
+    Replicate on a 1-D mesh), seeded by the scenario so the test process can rebuild them."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    rng = random.Random(zlib.crc32(f'{kind}/{label}'.encode()))
+    ndim = 1 if label == "1d" else 2
+    placements = {}
+    for name, t in sorted(full.items()):
+        if t.dim() == 0:
+            placements[name] = [Replicate()] * ndim
+        elif kind == "shard":
+            placements[name] = [Replicate() if rng.random() < 0.2 else
+                                Shard(rng.randrange(t.dim()))]
+        elif kind == "tpxdp":
+            placements[name] = [Replicate(), Shard(rng.randrange(t.dim()))]
+        elif kind == "hsdp":
+            placements[name] = [Replicate(), Shard(0)]
+        else:
+            placements[name] = [Shard(rng.randrange(t.dim())), Shard(rng.randrange(t.dim()))]
+    return placements
+
+
 # ---------------------------------------------------------------------------------------------
 # scenarios
 
@@ -78,19 +101,7 @@ def dtensor_layouts(rank, world, out):
         for kind in ("shard", "tpxdp", "hsdp", "shardxshard"):
             if (label == "1d") != (kind == "shard"):
                 continue
-            rng = random.Random(zlib.crc32(f'{kind}/{label}'.encode()))
-            placements = {}
-            for name, t in sorted(full.items()):
-                if t.dim() == 0:
-                    placements[name] = [Replicate()] * len(shape)
-                elif kind == "shard":
-                    placements[name] = [Shard(rng.randrange(t.dim()))]
-                elif kind == "tpxdp":
-                    placements[name] = [Replicate(), Shard(rng.randrange(t.dim()))]
-                elif kind == "hsdp":
-                    placements[name] = [Replicate(), Shard(0)]
-                else:
-                    placements[name] = [Shard(rng.randrange(t.dim())), Shard(rng.randrange(t.dim()))]
+            placements = dtensor_placements(full, kind, label)
 
             def make():
                 return ({n: distribute_tensor(t.clone(), mesh, placements[n])

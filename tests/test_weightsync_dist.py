@@ -7,7 +7,9 @@ same error, naming that rank.
 The same checks on NCCL and two GPUs: tests/test_weightsync_nccl.py (under torchrun).
 """
 import random
+import zlib
 
+import numpy as np
 import pytest
 import torch.distributed as dist
 
@@ -145,3 +147,78 @@ def test_ranks_with_different_manifests_all_refuse(ranks):
     _, out = each(ranks, "different_manifests")
     for r in out:
         assert r["error"] == "FormatError: sync check: the ranks were given different manifests"
+
+
+def scenario_layouts(world):
+    """(label, [(state, layout, mapping)] per rank) of the layouts the worker's scenarios check,
+    rebuilt here from the same seeds: the trainer's manifest layout, the 1-D DTensor shards (as
+    Regions: Region.shard splits as Shard(d) does) and the explicit layouts."""
+    from torch.distributed.tensor import Shard
+
+    from sentry.layout import Region
+
+    out = []
+    full = sync_worker.full_tensors(1)
+    out.append(("trainer rows", layouts.sharded(random.Random(99), full, world,
+                                                replicate_some=False)))
+    placements = sync_worker.dtensor_placements(full, "shard", "1d")
+    ranks = []
+    for r in range(world):
+        state, lay = {}, {}
+        for name, t in full.items():
+            p = placements[name][0]
+            if isinstance(p, Shard):
+                lay[name] = Region.shard(name, tuple(t.shape), p.dim, r, world)
+                state[name] = layouts.box(t, lay[name].offset, lay[name].shape)
+            else:
+                state[name] = t.clone()
+        ranks.append((state, lay, {}))
+    out.append(("DTensor Shard(d)", ranks))
+    for kind in ("sharded", "mesh", "fused"):
+        rng = random.Random(zlib.crc32(kind.encode()))
+        full = layouts.fusable_full(rng) if kind == "fused" else layouts.random_full(rng)
+        mesh = (world,) if kind == "sharded" or world == 2 else (2, 2)
+        ranks = layouts.fused(random.Random(5), full, world) if kind == "fused" else \
+            layouts.sharded(random.Random(5), full, world, mesh)
+        out.append((kind, [(s, lay, mp, {n: tuple(t.shape) for n, t in full.items()})
+                           for s, lay, mp in ranks]))
+    return out
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_the_scenarios_hold_the_hard_cases(world):
+    """The random layouts the gloo scenarios check do contain what must hold: empty shards,
+    splits inside a BLAKE3 chunk and a sha256-tree leaf and on their boundaries, runs shorter
+    than a leaf, a tensor of no elements, and tensors held on several ranks (copies)."""
+    from sentry import syncplan
+    from sentry.safetensors_format import byte_length
+
+    seen = set()
+    for label, ranks in scenario_layouts(world):
+        held = {}
+        for rank, (state, layout, mapping, *shapes) in enumerate(ranks):
+            sources, part = syncplan.collect(state, layout, mapping, shapes[0] if shapes else {})
+            for key, t in state.items():
+                if key in layout and t.numel() == 0:
+                    seen.add("empty shard")
+            sizes = {n: byte_length(meta[0], list(meta[1])) for n, meta in
+                     zip(part["names"], part["meta"])}
+            for _, _, tid, start, length in np.asarray(part["runs"]).tolist():
+                name = part["names"][tid]
+                if sizes[name] == 0:
+                    seen.add("tensor of no elements")
+                    continue
+                held.setdefault((name, start, length), set()).add(rank)
+                for leaf, what in ((reference.LEAF_BYTES["blake3"], "chunk"),
+                                   (reference.LEAF_BYTES["sha256-tree"], "leaf")):
+                    for at in (start, start + length):
+                        if 0 < at < sizes[name]:
+                            seen.add(f"split inside a {what}" if at % leaf else
+                                     f"split on a {what} boundary")
+                    if length < leaf and length < sizes[name]:
+                        seen.add(f"run shorter than a {what}")
+        if any(len(r) > 1 for r in held.values()):
+            seen.add("copies")
+    assert seen >= {"empty shard", "tensor of no elements", "copies", "split inside a chunk",
+                    "split inside a leaf", "split on a chunk boundary",
+                    "run shorter than a chunk", "run shorter than a leaf"}, seen
