@@ -262,8 +262,65 @@ def different_manifests(rank, world, out):
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def collective_counts(rank, world, out):
+    """Collectives per call, counted at torch.distributed, for a model of 7 tensors and one of
+    60: the plan exchanges once; a check, a manifest build and a cached verify_sharded take
+    the same few calls for any number of tensors (a second round only to name ranks)."""
+    from sentry import distributed
+    from sentry.weightsync import ManifestBuilder, SyncVerifier
+
+    calls = []
+    names = ("all_gather", "all_gather_object", "all_gather_into_tensor", "all_gather_single",
+             "all_reduce", "broadcast", "broadcast_object_list", "all_to_all", "send", "recv",
+             "gather", "scatter", "reduce_scatter", "barrier")
+    saved = {n: getattr(dist, n) for n in names if hasattr(dist, n)}
+
+    def counting(name, fn):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+        return call
+
+    def count(fn):
+        calls.clear()
+        for n, f in saved.items():
+            setattr(dist, n, counting(n, f))
+        try:
+            fn()
+        finally:
+            for n, f in saved.items():
+                setattr(dist, n, f)
+        return sorted(calls)
+
+    result = {}
+    for count_ in (7, 60):
+        full = layouts.random_full(random.Random(count_), count=count_, max_bytes=4096)
+        manifest = trainer_manifest(full, rank, world)
+        state, layout, mapping = layouts.sharded(random.Random(6), full, world)[rank]
+        got = {}
+        holder = {}
+        got["plan"] = count(lambda: holder.setdefault(
+            "v", SyncVerifier(state, manifest, layout=layout, mapping=mapping)))
+        got["check"] = count(lambda: holder["v"].check())
+        builder = ManifestBuilder(state, layout=layout, mapping=mapping)
+        got["build"] = count(builder.build)
+        distributed._VERIFIERS.clear()
+        digests = {n: d for n, (_, _, d) in manifest.tensors.items()}
+        distributed.verify_sharded(state, digests, layout, mapping=mapping)
+        got["verify_sharded cached"] = count(
+            lambda: distributed.verify_sharded(state, digests, layout, mapping=mapping))
+        bad = {k: v.clone() for k, v in state.items()}
+        if rank == world - 1:
+            layouts.flip_one_bit(random.Random(1), {rank: {k: v for k, v in bad.items()
+                                                           if k in layout}}, rank)
+        got["check, a bit flipped"] = count(
+            lambda: holder["v"].check(tensors=bad, raise_on_mismatch=False))
+        result[count_] = got
+    return result
+
+
 SCENARIOS = [dtensor_layouts, explicit_layouts, manifest_builder, verify_sharded_cache,
-             local_failure, different_manifests]
+             local_failure, different_manifests, collective_counts]
 
 
 def main(rank, world, store, out, names):

@@ -149,6 +149,21 @@ def test_ranks_with_different_manifests_all_refuse(ranks):
         assert r["error"] == "FormatError: sync check: the ranks were given different manifests"
 
 
+def test_collectives_are_few_and_do_not_grow_with_the_tensors(ranks):
+    """Counted at torch.distributed on every rank: one layout exchange to plan; one all-gather
+    per check and per manifest build; one more small one for a cached verify_sharded; a second
+    round only when a mismatch is narrowed down to ranks. The same for 7 and 60 tensors."""
+    world, out = each(ranks, "collective_counts")
+    flat = "all_gather_single" if hasattr(dist, "all_gather_single") else "all_gather_into_tensor"
+    for r in out:
+        assert r[7] == r[60], r
+        got = r[7]
+        assert got["plan"] == ["all_gather_object"]
+        assert got["check"] == got["build"] == [flat]
+        assert got["verify_sharded cached"] == sorted(["all_gather", flat])
+        assert got["check, a bit flipped"] in ([flat], [flat, flat])
+
+
 def scenario_layouts(world):
     """(label, [(state, layout, mapping)] per rank) of the layouts the worker's scenarios check,
     rebuilt here from the same seeds: the trainer's manifest layout, the 1-D DTensor shards (as
