@@ -8,6 +8,7 @@ more layouts and 4 ranks, are in test_weightsync_dist.py; these add the CUDA ker
 CUDA messages equal to the CPU ones, digests finished on the GPU equal to the references of the
 full tensors (b3sum, RFC 9162), flipped bits named with their rank on both ranks alike.
 """
+import datetime
 import os
 import random
 import tempfile
@@ -20,8 +21,12 @@ import layouts
 import reference
 
 IN_TORCHRUN = os.environ.get("WORLD_SIZE") == "2" and "LOCAL_RANK" in os.environ
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
-    not (IN_TORCHRUN and torch.cuda.is_available() and torch.cuda.device_count() >= 2),
+# SENTRY_SYNC_TEST_GLOO=1: the same tests on CPU tensors over gloo, to check this module itself
+# on a machine without GPUs (still under torchrun --nproc-per-node=2).
+GLOO = os.environ.get("SENTRY_SYNC_TEST_GLOO") == "1"
+DEVICE = "cpu" if GLOO else "cuda"
+pytestmark = ([] if GLOO else [pytest.mark.cuda]) + [pytest.mark.skipif(
+    not (IN_TORCHRUN and (GLOO or (torch.cuda.is_available() and torch.cuda.device_count() >= 2))),
     reason="needs torchrun --nproc-per-node=2 and two CUDA GPUs")]
 
 ALGORITHMS = ("blake3", "sha256-tree")
@@ -29,9 +34,12 @@ ALGORITHMS = ("blake3", "sha256-tree")
 
 @pytest.fixture(scope="module")
 def rank():
-    local = int(os.environ["LOCAL_RANK"])
-    torch.cuda.set_device(local)
-    dist.init_process_group("nccl")
+    if GLOO:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    else:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    # A rank that fails alone leaves the other in a collective: time out rather than hang.
+    dist.init_process_group("gloo" if GLOO else "nccl", timeout=datetime.timedelta(seconds=120))
     yield dist.get_rank()
     dist.barrier()
     dist.destroy_process_group()
@@ -54,7 +62,7 @@ def want_hex(full, algorithm):
 
 
 def on_gpu(ranks):
-    return [({k: v.cuda() for k, v in s.items()}, lay, mp) for s, lay, mp in ranks]
+    return [({k: v.to(DEVICE) for k, v in s.items()}, lay, mp) for s, lay, mp in ranks]
 
 
 def trainer_manifest(full, rank, algorithm):
@@ -79,6 +87,8 @@ def error_of(fn):
 def test_cuda_messages_equal_cpu_messages(rank, algorithm):
     from sentry import syncplan
 
+    if GLOO:
+        pytest.skip("no CUDA kernels to compare over gloo")
     rng = random.Random(1)
     for _ in range(3):
         full = layouts.random_full(rng)
@@ -139,14 +149,14 @@ def test_dtensor_layouts_on_a_cuda_mesh(rank):
     manifest = trainer_manifest(full, rank, "blake3")
     rng = random.Random(4)
     for shape in ((2,), (2, 1)):
-        mesh = init_device_mesh("cuda", shape)
+        mesh = init_device_mesh(DEVICE, shape)
         placements = {n: ([Replicate()] if t.dim() == 0 else [Shard(rng.randrange(t.dim()))])
                       for n, t in full.items()}
         if len(shape) == 2:
             placements = {n: [Replicate()] + p for n, p in placements.items()}
 
         def make():
-            return {n: distribute_tensor(t.cuda(), mesh, placements[n]) for n, t in full.items()}
+            return {n: distribute_tensor(t.to(DEVICE), mesh, placements[n]) for n, t in full.items()}
 
         report = SyncVerifier(make(), manifest).check()
         assert report.ok and report.digests == want
@@ -170,8 +180,8 @@ def test_verify_sharded_fsdp2_layout_and_its_cache(rank):
     full = layouts.random_full(random.Random(8), count=7)
     want = want_hex(full, "sha256-tree")
     digests = {n: bytes.fromhex(h) for n, h in want.items()}
-    mesh = init_device_mesh("cuda", (2,))
-    state = {n: distribute_tensor(t.cuda(), mesh, [Replicate()] if t.dim() == 0 else [Shard(0)])
+    mesh = init_device_mesh(DEVICE, (2,))
+    state = {n: distribute_tensor(t.to(DEVICE), mesh, [Replicate()] if t.dim() == 0 else [Shard(0)])
              for n, t in full.items()}
     distributed._VERIFIERS.clear()
     for _ in range(3):
@@ -197,5 +207,5 @@ def test_signed_manifest_from_the_gpus(rank):
         manifest.sign(os.path.join(folder, "m.pem"), sig)
     dist.barrier()
     assert WeightManifest.from_signature(sig, public_key=pub).tensors == manifest.tensors
-    state = {n: t.cuda() for n, t in full.items()}
+    state = {n: t.to(DEVICE) for n, t in full.items()}
     assert SyncVerifier(state, sig, public_key=pub).check().ok
