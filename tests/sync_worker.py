@@ -37,6 +37,21 @@ def trainer_manifest(full, rank, world, algorithm="blake3"):
     return ManifestBuilder(state, layout=layout, mapping=mapping, algorithm=algorithm).build()
 
 
+def signed_by_rank0(manifest, folder, rank):
+    """(signature, public key) paths in `folder` (shared by the ranks): rank 0 makes a key and
+    signs the manifest; the others wait for it."""
+    from sentry.crypto import PrivateKey, write_private_key, write_public_key
+
+    sig, pub, pem = (os.path.join(folder, f"sync.{x}") for x in ("sig", "pub", "pem"))
+    if rank == 0:
+        key = PrivateKey.generate()
+        write_private_key(pem, key)
+        write_public_key(pub, key.public_key())
+        manifest.sign(pem, sig)
+    dist.barrier()
+    return sig, pub
+
+
 def _flip_trials(rank, world, make, manifest, trials, rng_seed):
     """For each trial: a bit flipped on one rank (cycling), the outcome on this rank."""
     from sentry.layout import local_tensor
@@ -176,7 +191,6 @@ def explicit_layouts(rank, world, out):
 def manifest_builder(rank, world, out):
     """The sending side: a manifest from row-split tensors equals the full tensors' digests;
     it survives JSON and signing; its segments finish to its digests."""
-    from sentry.crypto import PrivateKey, write_private_key, write_public_key
     from sentry.weightsync import SyncVerifier, WeightManifest, _authentic
 
     full = full_tensors(2)
@@ -192,13 +206,7 @@ def manifest_builder(rank, world, out):
                              "roundtrip": again == WeightManifest(m.algorithm, m.tensors,
                                                                   m.segments, again.source),
                              "segments": sorted(m.segments), "authentic": authentic}
-    sig, pub = os.path.join(out, "sync.sig"), os.path.join(out, "sync.pub")
-    if rank == 0:
-        key = PrivateKey.generate()
-        write_private_key(os.path.join(out, "sync.pem"), key)
-        write_public_key(pub, key.public_key())
-        m.sign(os.path.join(out, "sync.pem"), sig)
-    dist.barrier()
+    sig, pub = signed_by_rank0(m, out, rank)
     signed = WeightManifest.from_signature(sig, public_key=pub)
     state = {n: t.clone() for n, t in full.items()}  # every rank holds everything
     report = SyncVerifier(state, sig, public_key=pub).check()

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import layouts
 import reference
 import sync_worker
-from test_distributed import _run
+from test_distributed import _run, each
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
@@ -27,15 +27,6 @@ def ranks(request, tmp_path_factory):
     world = request.param
     names = [fn.__name__ for fn in sync_worker.SCENARIOS]
     return world, _run(world, tmp_path_factory.mktemp(f"sync{world}"), names, sync_worker.main)
-
-
-def each(ranks, scenario):
-    world, results = ranks
-    out = [r[scenario] for r in results]
-    for rank, r in enumerate(out):
-        if isinstance(r, dict) and "exception" in r:
-            pytest.fail(f"rank {rank} of {world}: {scenario} raised\n{r['exception']}")
-    return world, out
 
 
 def want_hex(full, algorithm="blake3"):

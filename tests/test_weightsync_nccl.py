@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 import layouts
 import reference
+import sync_worker
 
 IN_TORCHRUN = os.environ.get("WORLD_SIZE") == "2" and "LOCAL_RANK" in os.environ
 # SENTRY_SYNC_TEST_GLOO=1: the same tests on CPU tensors over gloo, to check this module itself
@@ -191,21 +192,13 @@ def test_verify_sharded_fsdp2_layout_and_its_cache(rank):
 
 
 def test_signed_manifest_from_the_gpus(rank):
-    from sentry.crypto import PrivateKey, write_private_key, write_public_key
     from sentry.weightsync import SyncVerifier, WeightManifest
 
     full = layouts.random_full(random.Random(9), count=5)
     manifest = trainer_manifest(full, rank, "blake3")
     box = [tempfile.mkdtemp() if rank == 0 else None]
     dist.broadcast_object_list(box, src=0)  # one folder for both (one host)
-    folder = box[0]
-    sig, pub = os.path.join(folder, "m.sig"), os.path.join(folder, "m.pub")
-    if rank == 0:
-        key = PrivateKey.generate()
-        write_private_key(os.path.join(folder, "m.pem"), key)
-        write_public_key(pub, key.public_key())
-        manifest.sign(os.path.join(folder, "m.pem"), sig)
-    dist.barrier()
+    sig, pub = sync_worker.signed_by_rank0(manifest, box[0], rank)
     assert WeightManifest.from_signature(sig, public_key=pub).tensors == manifest.tensors
     state = {n: t.to(DEVICE) for n, t in full.items()}
     assert SyncVerifier(state, sig, public_key=pub).check().ok
