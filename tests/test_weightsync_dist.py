@@ -227,4 +227,5 @@ def test_the_scenarios_hold_the_hard_cases(world):
             seen.add("copies")
     assert seen >= {"empty shard", "tensor of no elements", "copies", "split inside a chunk",
                     "split inside a leaf", "split on a chunk boundary",
-                    "run shorter than a chunk", "run shorter than a leaf"}, seen
+                    "split on a leaf boundary", "run shorter than a chunk",
+                    "run shorter than a leaf"}, seen
