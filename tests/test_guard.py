@@ -421,12 +421,14 @@ def _seen(guard, expect, kind, run):
         guard.verify()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
-def test_module_as_it_is_at_check_time(change):
-    m = Seq().eval()
+def test_module_as_it_is_at_check_time(change, device):
+    m = Seq().to(device).eval()
     guard = IntegrityGuard.snapshot(m)
     assert bool(guard.check())
-    expect, kind = change(m)
+    with torch.device(device):
+        expect, kind = change(m)
     _seen(guard, expect, kind, guard.check)
 
 
@@ -456,3 +458,52 @@ def test_swapped_submodule_then_restored():
     assert bool(guard.check()) and guard.report() == []
     m[1] = torch.nn.GELU()  # no tensors: the state dict, and so the check, are unchanged
     assert bool(guard.check())
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
+def test_module_as_it_is_at_check_time_compiled(change):
+    """Under torch.compile(fullgraph=True) the change recompiles (dynamo guards on the walk)
+    and the compiled check returns False, never raises; report() names the tensors in eager."""
+    torch._dynamo.reset()
+    m = Seq().eval()
+    guard = IntegrityGuard.snapshot(m)
+    step = torch.compile(lambda: guard.check(), fullgraph=True, backend="aot_eager")
+    assert bool(step())
+    expect, kind = change(m)
+    assert not bool(step())
+    assert guard.report() == expect
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("change", [_swap_submodule, _parameter_added, _parametrized],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_module_as_it_is_at_check_time_compiled_hook_inductor(change, device):
+    torch._dynamo.reset()
+    m = Seq().to(device).eval()
+    guard = IntegrityGuard.snapshot(m, hook=True)
+    compiled = torch.compile(m, fullgraph=True)
+    x = torch.randn(4, 16, device=device)
+    compiled(x)
+    assert guard.passed()
+    with torch.device(device):
+        expect, _ = change(m)
+    compiled(x)
+    assert not guard.passed() and guard.report() == expect
+
+
+@pytest.mark.cuda
+def test_check_after_a_swap_does_not_sync_the_host():
+    """The structure is host metadata: finding a swapped submodule (and walking again) needs
+    no sync, and neither does the check that follows."""
+    m = Seq().cuda().eval()
+    guard = IntegrityGuard.snapshot(m)
+    guard.check()
+    with torch.device("cuda"):
+        m[2] = torch.nn.Linear(16, 16)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        first, second = guard.check(), guard.check()  # walks again, then the fast path
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert not bool(first) and not bool(second) and guard.report() == ["2.bias", "2.weight"]
