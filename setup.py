@@ -3,7 +3,9 @@
 CUDA sources are compiled when the installed torch was built with CUDA and nvcc is found
 (FORCE_CUDA=1 forces them, FORCE_CUDA=0 leaves them out); TORCH_CUDA_ARCH_LIST picks the GPU
 architectures; DEBUG=1 builds -O0 -g. Install with `pip install --no-build-isolation -e .` so
-that the extension is compiled against the torch you run.
+that the extension is compiled against the torch you run. scripts/setup.sh instead builds in
+place (`setup.py build_ext --inplace`, whose object files under build/ make rebuilds
+incremental) and then registers the checkout with SENTRY_SKIP_EXTENSION=1 (no second build).
 """
 import glob
 import os
@@ -38,6 +40,7 @@ def extension():
     sources = ["csrc/python_module.cpp"] + sorted(glob.glob("csrc/ops/*.cpp"))  # schemas, shared
     sources += sorted(glob.glob("csrc/ops/cpu/*.cpp"))
     sources += sorted(glob.glob("csrc/crypto/*.cpp"))  # signature crypto + its bindings
+    sources += sorted(glob.glob("csrc/io/*.cpp"))  # reader of untrusted files + its bindings
     opt = ["-O0", "-g"] if DEBUG else ["-O3"]
     macros = [
         ("SENTRY_BUILT_TORCH_VERSION", f'"{torch.__version__}"'),
@@ -48,7 +51,7 @@ def extension():
     args = {"cxx": opt + ["-fopenmp", "-Wno-deprecated-declarations"]}
     kind = CppExtension
     if with_cuda:
-        sources += sorted(glob.glob("csrc/ops/cuda/*.cu"))
+        sources += sorted(glob.glob("csrc/ops/cuda/*.cu")) + sorted(glob.glob("csrc/io/*.cu"))
         macros.append(("SENTRY_WITH_CUDA", "1"))
         args["nvcc"] = opt + ["-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"]
         kind = CUDAExtension
@@ -69,9 +72,11 @@ setup(
     description="GPU-native integrity for machine-learning artifacts",
     packages=find_packages(include=["sentry", "sentry.*", "sentry_ops", "sentry_ops.*"]),
     package_data={"sentry": ["cufile.json", "model_shapes/*.json"]},
-    ext_modules=[extension()],
+    ext_modules=[] if os.environ.get("SENTRY_SKIP_EXTENSION") == "1" else [extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     entry_points={"console_scripts": ["sentry = sentry.cli:main"]},
     python_requires=">=3.10",
     install_requires=["torch"],
+    # Keyless (Sigstore) verification only: sentry/keyless.py imports it on first use.
+    extras_require={"keyless": ["sigstore>=4"]},
 )

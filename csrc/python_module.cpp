@@ -3,6 +3,8 @@
 #include <torch/extension.h>
 
 #include "crypto/bindings.h"
+#include "io/bindings.h"
+#include "io/loader_bindings.h"
 
 #ifndef SENTRY_BUILT_TORCH_VERSION
 #define SENTRY_BUILT_TORCH_VERSION "unknown"
@@ -23,4 +25,8 @@ PYBIND11_MODULE(_C, m) {
 #endif
   // sentry_ops._C.crypto: ECDSA keys and signatures, DSSE PAE, X.509 chains (csrc/crypto/).
   sentry_register_crypto(m);
+  // sentry_ops._C.io: reading untrusted files with positional reads, hashing as they pass.
+  sentry_register_io(m);
+  // sentry_ops._C.loader: verified loading of signed safetensors files (csrc/io/loader.h).
+  sentry_register_loader(m);
 }

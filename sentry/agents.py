@@ -115,9 +115,10 @@ def default_device():
 
 
 def _read_json(path, what):
+    from .fileio import read_input
+
     try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
+        doc = json.loads(read_input(path, what, 64 << 20))
     except FileNotFoundError:
         raise FormatError(f"{path}: missing ({what})") from None
     except ValueError as exc:

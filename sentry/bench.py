@@ -3,18 +3,36 @@
 Prints a table (algorithm, device, ms per model, GB/s, fraction of the device's copy
 bandwidth) and the naive baseline (`.cpu()` then hashlib.sha256 per tensor). Timings are the
 median of repeated runs after warm-up; CUDA times come from CUDA events on the current stream.
+Each row is printed as soon as it is measured; what is being measured goes to stderr.
+Run it as `sentry bench`, `python3 -m sentry.bench` or `python3 benchmarks/bench_hash.py`.
 """
 import argparse
 import hashlib
 import json
 import statistics
+import sys
 import time
 
 import torch
 
 from sentry_ops import ALGORITHMS, hash_rows, hash_tensors
 
+from .cli import _positive
 from .models import MODELS, real_state_dict, shaped_state_dict, state_dict_bytes
+
+
+def _progress(text):
+    """What is being measured, on stderr; on a terminal the next row overwrites it."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _row(text):
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    print(text, flush=True)
 
 
 def _sync(device):
@@ -77,22 +95,34 @@ def build_state_dict(model, device, source):
 
 
 def run(models, devices, algorithms, reps, source, naive, out_json):
+    for name in devices:
+        if torch.device(name).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--devices {name}: CUDA is not available on this machine")
     rows = []
     header = (f"{'model':<18} {'tensors':>7} {'GB':>6} {'algorithm':<12} {'device':<6} "
               f"{'ms/model':>9} {'wall ms':>8} {'GB/s':>8} {'% copy':>7} {'naive ms':>9} {'x naive':>8}")
-    print(header)
-    print("-" * len(header))
+    _row(header)
+    _row("-" * len(header))
+    total = len(devices) * len(models) * len(algorithms)
+    done = 0
     for device_name in devices:
         device = torch.device(device_name)
+        _progress(f"bench: {device_name}: copy bandwidth")
         copy_bw = copy_read_bandwidth(device)
-        print(f"# {device_name}: copy reads {copy_bw / 1e9:.0f} GB/s "
-              f"({2 * copy_bw / 1e12:.2f} TB/s read + write); threads={torch.get_num_threads()}")
+        _row(f"# {device_name}: copy reads {copy_bw / 1e9:.0f} GB/s "
+             f"({2 * copy_bw / 1e12:.2f} TB/s read + write); threads={torch.get_num_threads()}")
         for model in models:
+            _progress(f"bench: [{done + 1}/{total}] {model} on {device_name}: building the state dict")
             sd, how = build_state_dict(model, device, source)
             tensors = list(sd.values())
             nbytes = state_dict_bytes(sd)
+            if naive:
+                _progress(f"bench: [{done + 1}/{total}] {model} on {device_name}: naive baseline")
             base_ms = naive_ms(sd) if naive else None
             for algorithm in algorithms:
+                done += 1
+                _progress(f"bench: [{done}/{total}] {model} {algorithm} on {device_name}: "
+                          f"{reps} runs")
                 ms, wall = time_call(lambda: hash_tensors(tensors, algorithm), device, reps)
                 gbps = nbytes / (ms / 1e3) / 1e9
                 row = dict(model=model, source=how, tensors=len(tensors), gb=nbytes / 1e9,
@@ -100,15 +130,16 @@ def run(models, devices, algorithms, reps, source, naive, out_json):
                            gbps=gbps, copy_fraction=gbps * 1e9 / copy_bw, naive_ms=base_ms)
                 rows.append(row)
                 naive_txt = f"{base_ms:9.1f} {base_ms / wall:8.1f}" if base_ms else f"{'-':>9} {'-':>8}"
-                print(f"{model:<18} {len(tensors):>7} {nbytes / 1e9:6.3f} {algorithm:<12} "
-                      f"{device_name:<6} {ms:9.3f} {wall:8.3f} {gbps:8.1f} "
-                      f"{100 * row['copy_fraction']:6.1f}% {naive_txt}")
+                _row(f"{model:<18} {len(tensors):>7} {nbytes / 1e9:6.3f} {algorithm:<12} "
+                     f"{device_name:<6} {ms:9.3f} {wall:8.3f} {gbps:8.1f} "
+                     f"{100 * row['copy_fraction']:6.1f}% {naive_txt}")
             del sd, tensors
         batch = torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8, device=device)
         for algorithm in algorithms:
+            _progress(f"bench: hash_rows {algorithm} on {device_name}")
             ms, wall = time_call(lambda: hash_rows(batch, algorithm), device, reps)
-            print(f"# hash_rows 512x3x32x32 uint8 {algorithm} on {device_name}: "
-                  f"{ms * 1e3:.1f} us device, {wall * 1e3:.1f} us wall")
+            _row(f"# hash_rows 512x3x32x32 uint8 {algorithm} on {device_name}: "
+                 f"{ms * 1e3:.1f} us device, {wall * 1e3:.1f} us wall")
             rows.append(dict(model="rows-512x3x32x32", algorithm=algorithm, device=device_name,
                              ms=ms, wall_ms=wall))
     if out_json:
@@ -121,34 +152,63 @@ def cpu_scaling(algorithms, nbytes=256 << 20, reps=5):
     """GB/s of one large CPU tensor for 1 .. all threads (the CPU kernels' scaling)."""
     x = torch.empty(nbytes, dtype=torch.uint8).random_()
     total = torch.get_num_threads()
-    print(f"# CPU scaling, one {nbytes >> 20} MiB tensor")
+    _row(f"# CPU scaling, one {nbytes >> 20} MiB tensor")
     for algorithm in algorithms:
         line = []
         for threads in sorted({1, 2, total} & set(range(1, total + 1))):
+            _progress(f"bench: CPU scaling, {algorithm}, {threads} threads")
             torch.set_num_threads(threads)
             ms, _ = time_call(lambda: hash_tensors([x], algorithm), torch.device("cpu"), reps, 1)
             line.append(f"{threads} threads {nbytes / ms / 1e6:.2f} GB/s")
         torch.set_num_threads(total)
-        print(f"#   {algorithm:<12} " + ", ".join(line))
+        _row(f"#   {algorithm:<12} " + ", ".join(line))
     buf = x.numpy()
     t0 = time.perf_counter()
     hashlib.sha256(buf).digest()
-    print(f"#   hashlib (OpenSSL) sha256, 1 thread: {nbytes / (time.perf_counter() - t0) / 1e9:.2f} GB/s")
+    _row(f"#   hashlib (OpenSSL) sha256, 1 thread: "
+         f"{nbytes / (time.perf_counter() - t0) / 1e9:.2f} GB/s")
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="sentry bench", description=__doc__)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    p.add_argument("--devices", nargs="+", default=None, help="default: cuda if present, and cpu")
-    p.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
-    p.add_argument("--reps", type=int, default=10)
+def add_arguments(p):
+    """The benchmark's options, on `p` (this module's parser and `sentry bench`'s)."""
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, metavar="MODEL",
+                   help="model shapes to hash, of %(choices)s (default: all)")
+    p.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
+                   help="devices to hash on, e.g. cuda cpu (default: cuda if present, and cpu)")
+    p.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS,
+                   metavar="ALGORITHM", help="digests to time, of %(choices)s (default: all)")
+    p.add_argument("--reps", type=_positive, default=10,
+                   help="timed runs per row, after 3 warm-up runs; the median is shown "
+                   "(default: %(default)s)")
     p.add_argument("--source", default="shapes", choices=["shapes", "real", "auto"],
-                   help="shape lists kept in the repo, or the real torchvision/transformers models")
-    p.add_argument("--no-naive", action="store_true", help="skip the .cpu() + hashlib baseline")
-    p.add_argument("--json", help="also write the rows here")
-    args = p.parse_args(argv)
+                   help="state dicts from the shape lists kept in the package, the real "
+                   "torchvision/transformers models, or those when installed "
+                   "(default: %(default)s)")
+    p.add_argument("--no-naive", action="store_true",
+                   help="skip the naive baseline (.cpu() then hashlib.sha256 per tensor)")
+    p.add_argument("--json", metavar="PATH", help="also write the rows to this JSON file (default: none)")
+    return p
+
+
+def run_args(args):
+    """Runs the benchmark for parsed `add_arguments` options; returns the exit code."""
     devices = args.devices or (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
     run(args.models, devices, args.algorithms, args.reps, args.source, not args.no_naive, args.json)
     if "cpu" in devices:
         cpu_scaling(args.algorithms)
     return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python3 -m sentry.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    args = add_arguments(p).parse_args(argv)
+    try:
+        return run_args(args)
+    except ValueError as exc:
+        print(f"{p.prog}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

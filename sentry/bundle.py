@@ -38,8 +38,9 @@ import os
 import re
 import typing
 
-from .errors import FormatError
-from .fileio import atomic_write
+from . import bundle_shards
+from .errors import FormatError, error_text
+from .fileio import atomic_write, read_input
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -52,11 +53,13 @@ MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 #: Digest size in bytes of each algorithm a resource may use.
 DIGEST_SIZES = {"sha256": 32, "blake3": 32, "sha256-tree": 32}
 #: hash_type values per serialization method.
-METHOD_HASH_TYPES = {"files": ("sha256", "blake3"), "tensors": ("blake3", "sha256-tree")}
+METHOD_HASH_TYPES = {"files": ("sha256", "blake3"), "tensors": ("blake3", "sha256-tree"),
+                     "shards": bundle_shards.HASH_TYPES}
 METHODS = tuple(METHOD_HASH_TYPES)
 TENSOR_HASH_TYPES = ("blake3", "sha256-tree")
 
 _SERIALIZATION_KEYS = {"method", "hash_type", "allow_symlinks", "ignore_paths"}
+_SHARDS_SERIALIZATION_KEYS = _SERIALIZATION_KEYS | {"shard_size"}
 _RESOURCE_KEYS = {"name", "algorithm", "digest"}
 _ENTRY_KEYS = {"name", "dtype", "shape", "digest"}
 _ENTRY_FILE_KEYS = {"file", "offset", "length"}
@@ -228,6 +231,7 @@ class Statement:
     ignore_paths: list
     resources: list  # of Resource, in the order listed
     tensors: dict = None  # {"hash_type", "entries": [dict, ...]} or None
+    shard_size: int = None  # method shards: resources are PATH:START:END (bundle_shards)
 
 
 def root_digest(resources):
@@ -296,7 +300,7 @@ def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=F
             for k in ("offset", "length"):
                 if k in e:
                     e[k] = _as_int(e[k])
-        entries.sort(key=lambda e: e.get("name") if isinstance(e.get("name"), str) else "")
+        entries.sort(key=_entry_order)
         predicate["tensors"] = {**tensors, "entries": entries}
     statement = {
         "_type": STATEMENT_TYPE,
@@ -312,8 +316,9 @@ def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=F
 def parse_statement_envelope(payload, source, predicate_type, what):
     """The in-toto Statement v1 around a predicate: checks _type, predicateType (`what` names it
     in the message) and the one subject with a sha256 digest. Returns (document, subject name,
-    subject sha256 hex). Unknown fields are ignored here, as in-toto says."""
-    doc = load_json(payload, source, "statement")
+    subject sha256 hex). Unknown fields are ignored here, as in-toto says. `payload` may also be
+    the statement already loaded as JSON."""
+    doc = payload if isinstance(payload, dict) else load_json(payload, source, "statement")
     _check_object(doc, source, "statement")
     for key in ("_type", "subject", "predicateType", "predicate"):
         if key not in doc:
@@ -343,17 +348,25 @@ def parse_statement(payload, source="statement"):
     refuses anything else. Unknown fields at the statement's top level, in the subject and in
     the predicate are ignored (as in-toto and OMS v1.0 say); unknown fields in
     ``serialization``, in resources and in Sentry's ``tensors`` extension are refused.
+    model_signing v0.2's statement (predicate ``Digests/v0.1``) is read by sentry.bundle_v02.
     """
+    doc = _check_object(load_json(payload, source, "statement"), source, "statement")
+    from . import bundle_v02
+
+    if doc.get("predicateType") == bundle_v02.PREDICATE_TYPE:
+        return bundle_v02.parse_v02_statement(doc, source)
     doc, model_name, root_hex = parse_statement_envelope(
-        payload, source, PREDICATE_TYPE, "OpenSSF Model Signing v1.0")
+        doc, source, PREDICATE_TYPE, "OpenSSF Model Signing v1.0")
 
     predicate = _check_object(doc["predicate"], source, "predicate")
     for key in ("serialization", "resources"):
         if key not in predicate:
             _fail(source, f"predicate.{key}", "missing")
     ser = _check_object(predicate["serialization"], source, "predicate.serialization")
-    _check_keys(ser, _SERIALIZATION_KEYS, ("method", "hash_type", "allow_symlinks"), source,
-                "predicate.serialization")
+    sharded = ser.get("method") == "shards"
+    _check_keys(ser, _SHARDS_SERIALIZATION_KEYS if sharded else _SERIALIZATION_KEYS,
+                ("method", "hash_type", "allow_symlinks") + (("shard_size",) if sharded else ()),
+                source, "predicate.serialization")
     method = _check_text(ser["method"], source, "predicate.serialization.method")
     if method not in METHOD_HASH_TYPES:
         _fail(source, "predicate.serialization.method",
@@ -372,6 +385,8 @@ def parse_statement(payload, source="statement"):
     for i, p in enumerate(ignore_paths):
         check_relative_path(p, source, f"predicate.serialization.ignore_paths[{i}]")
 
+    shard_size = bundle_shards.parse_shard_size(ser["shard_size"], source) if sharded else None
+    resource_algorithm = bundle_shards.algorithm(hash_type, shard_size) if sharded else hash_type
     items = _check_list(predicate["resources"], source, "predicate.resources")
     resources, seen = [], set()
     for i, item in enumerate(items):
@@ -382,34 +397,50 @@ def parse_statement(payload, source="statement"):
         if method == "files":
             if not (name == "." and len(items) == 1):  # "." is a single-file model
                 check_relative_path(name, source, ("predicate.resources", i, ".name"))
+        elif sharded:
+            path, _, _ = bundle_shards.parse_name(name, source, f"predicate.resources[{i}].name")
+            if path != ".":  # "." is a single-file model
+                check_relative_path(path, source, ("predicate.resources", i, ".name"))
         elif not name:
             _fail(source, ("predicate.resources", i, ".name"), "empty name")
         if name in seen:
             _fail(source, ("predicate.resources", i, ".name"), f"duplicate resource {name!r}")
         seen.add(name)
         algorithm = _check_text(item["algorithm"], source, ("predicate.resources", i, ".algorithm"))
-        if algorithm not in DIGEST_SIZES:
+        if algorithm not in DIGEST_SIZES and algorithm != resource_algorithm:
             _fail(source, ("predicate.resources", i, ".algorithm"), f"unknown algorithm {algorithm!r}")
-        if algorithm != hash_type:
+        if algorithm != resource_algorithm:
             _fail(source, ("predicate.resources", i, ".algorithm"),
-                  f"{algorithm!r} differs from serialization.hash_type {hash_type!r}")
-        digest_hex = _check_hex(item["digest"], source, ("predicate.resources", i, ".digest"), DIGEST_SIZES[algorithm])
+                  f"{algorithm!r} differs from serialization.hash_type {resource_algorithm!r}")
+        digest_hex = _check_hex(item["digest"], source, ("predicate.resources", i, ".digest"),
+                                DIGEST_SIZES[hash_type])
         resources.append(Resource(name, algorithm, digest_hex))
 
     names = [r.name for r in resources]
-    if not (is_sorted(names) or is_sorted(names, component_key)):
+    if not (is_sorted(names) or is_sorted(names, bundle_shards.order_key if sharded else component_key)):
         _fail(source, "predicate.resources",
               "not sorted by name (neither in code-point order nor by path components)")
+    if sharded:
+        files = bundle_shards.ranges(resources, shard_size, source)
+        if "." in files and len(files) > 1:
+            _fail(source, "predicate.resources", "'.' (a single-file model) among other files")
     if root_digest(resources) != root_hex:
         _fail(source, "subject[0].digest.sha256", "subject digest does not match resources")
 
     tensors = None
+    if "tensors" in predicate and sharded:
+        _fail(source, "predicate.tensors", "not used with method 'shards'")
     if "tensors" in predicate:
         tensors = _parse_tensors(predicate["tensors"], source, method, hash_type, resources)
     elif method == "tensors":
         _fail(source, "predicate.tensors", "missing (required for method 'tensors')")
     return Statement(model_name, root_hex, method, hash_type, allow_symlinks, list(ignore_paths),
-                     resources, tensors)
+                     resources, tensors, shard_size)
+
+
+def _entry_order(e):
+    """predicate.tensors order: by name, then by file (names repeat only across files)."""
+    return tuple(e.get(k) if isinstance(e.get(k), str) else "" for k in ("name", "file"))
 
 
 def _parse_tensors(ext, source, method, method_hash_type, resources):
@@ -467,12 +498,14 @@ def _parse_tensors(ext, source, method, method_hash_type, resources):
             if entry["file"] not in signed_files:
                 _fail(source, ("predicate.tensors.entries", i, ".file"), f"{entry['file']!r} is not a signed resource")
         entries.append(entry)
-        names.append(name)
+        names.append(_entry_order(entry))
+    # A name is unique in its file (two files of a model may hold the same names).
     if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        _fail(source, f"{field}.entries", f"duplicate tensor name(s) {dup[:5]}")
+        dup = sorted({n for n, f in names if names.count((n, f)) > 1})
+        where = " in one file" if method == "files" else ""
+        _fail(source, f"{field}.entries", f"duplicate tensor name(s){where} {dup[:5]}")
     if not is_sorted(names):
-        _fail(source, f"{field}.entries", "not sorted by name in code-point order")
+        _fail(source, f"{field}.entries", "not sorted by name, then file, in code-point order")
     if method == "tensors":
         if hash_type != method_hash_type:
             _fail(source, f"{field}.hash_type",
@@ -525,13 +558,16 @@ def _check_der_certificate(der, source, field):
 class Bundle:
     """A signed statement. Exactly one of ``public_key_hint`` (hex SHA-256 of the public key's
     PEM SubjectPublicKeyInfo) and ``certificate_chain`` (DER, leaf first) is written; when a
-    chain is given the hint is not written (the bundle has no place for both)."""
+    chain is given the hint is not written (the bundle has no place for both).
+    ``tlog_entries`` are the transparency-log entries of a keyless bundle, as read (JSON
+    objects, checked by sentry.keyless, not here); Sentry writes none."""
 
     payload: bytes
     payload_type: str = PAYLOAD_TYPE
     signature: bytes = b""
     public_key_hint: str = None
     certificate_chain: list = dataclasses.field(default_factory=list)
+    tlog_entries: list = dataclasses.field(default_factory=list)
 
     def to_json(self):
         """The bundle as compact JSON bytes, exactly as `model_signing sign key|certificate`
@@ -542,6 +578,8 @@ class Bundle:
             raise FormatError(f"bundle payloadType must be {PAYLOAD_TYPE!r}")
         if not isinstance(self.signature, (bytes, bytearray)) or not self.signature:
             raise FormatError("bundle signature must be non-empty bytes")
+        if self.tlog_entries:
+            raise FormatError("Sentry does not write keyless bundles (transparency-log entries)")
         if self.certificate_chain:
             for i, der in enumerate(self.certificate_chain):
                 if not isinstance(der, (bytes, bytearray)):
@@ -592,8 +630,10 @@ class Bundle:
         if len(kinds) != 1:
             _fail(source, "verificationMaterial", "needs exactly one of publicKey, "
                                                   f"x509CertificateChain, certificate; got {kinds}")
-        if "tlogEntries" in vm:
-            _check_list(vm["tlogEntries"], source, "verificationMaterial.tlogEntries")
+        tlog_entries = _check_list(vm.get("tlogEntries", []), source,
+                                   "verificationMaterial.tlogEntries")
+        for i, entry in enumerate(tlog_entries):
+            _check_object(entry, source, f"verificationMaterial.tlogEntries[{i}]")
         if "timestampVerificationData" in vm:
             _check_object(vm["timestampVerificationData"], source,
                           "verificationMaterial.timestampVerificationData")
@@ -649,21 +689,42 @@ class Bundle:
         if not signature:
             _fail(source, "dsseEnvelope.signatures[0].sig", "empty signature")
         return cls(payload=payload, payload_type=payload_type, signature=signature,
-                   public_key_hint=hint, certificate_chain=chain)
+                   public_key_hint=hint, certificate_chain=chain, tlog_entries=tlog_entries)
+
+
+def check_signature_target(path):
+    """Refuses (FormatError) to write a signature at ``path`` unless nothing is there or an
+    older signature bundle is: a model file, a key, a certificate or anything else that is not
+    a bundle is never overwritten by a signature."""
+    path = os.fspath(path)
+    try:
+        data = read_input(path, "signature bundle", MAX_BUNDLE_BYTES)
+    except FileNotFoundError:
+        return
+    except (FormatError, OSError) as exc:
+        why = error_text(exc, path).removeprefix(f"{path}: ")
+        raise FormatError(f"{path}: refusing to write the signature there ({why})") from None
+    try:
+        Bundle.from_json(data, source=path)
+    except FormatError:
+        raise FormatError(f"{path}: refusing to write the signature there: it exists and is not "
+                          "a signature bundle (a model file or a key?); choose another path "
+                          "or remove it") from None
 
 
 def write_bundle(path, bundle):
-    """Writes the bundle atomically (fileio.atomic_write): never a half-written signature."""
+    """Writes the bundle atomically (fileio.atomic_write): never a half-written signature, and
+    never over a file that is not a signature (check_signature_target)."""
+    check_signature_target(path)
     atomic_write(path, bundle.to_json())
+
+
+def read_bundle_bytes(path):
+    """The bytes of a bundle file, refusing files over MAX_BUNDLE_BYTES unread."""
+    path = os.fspath(path)
+    return read_input(path, "signature bundle", MAX_BUNDLE_BYTES)
 
 
 def read_bundle(path):
     """Reads and parses a bundle file (refusing files over MAX_BUNDLE_BYTES unread)."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > MAX_BUNDLE_BYTES:
-            _fail(path, None, f"{size} bytes is larger than the {MAX_BUNDLE_BYTES}-byte limit "
-                              "for a signature bundle")
-        data = f.read(MAX_BUNDLE_BYTES + 1)
-    return Bundle.from_json(data, source=path)
+    return Bundle.from_json(read_bundle_bytes(path), source=os.fspath(path))

@@ -20,7 +20,7 @@ import torch
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
 from . import bundle as bundle_format
-from . import model_files, safetensors_format, signing
+from . import file_reader, model_files, safetensors_format, signing
 from .errors import FormatError, VerificationError
 from .fileio import atomic_file
 
@@ -57,6 +57,9 @@ def save(state_dict, path, private_key, *, signature_path=None, algorithm="blake
         raise FormatError(f"unknown tensor algorithm '{algorithm}'; use one of {ALGORITHMS}")
     path = os.fspath(path)
     sig = os.fspath(signature_path) if signature_path is not None else signature_path_for(path)
+    if os.path.abspath(sig) == os.path.abspath(path):
+        raise FormatError(f"{path}: the signature path is the checkpoint itself")
+    bundle_format.check_signature_target(sig)  # before anything is written
     state = signing._state_dict(state_dict)
     names = sorted(state)
     # 1. Digests where the tensors are, before anything is copied off the device.
@@ -118,9 +121,8 @@ def load(path, public_key=None, device="cpu", *, certificate_chain=None, signatu
     path = os.fspath(path)
     sig = os.fspath(signature_path) if signature_path is not None else signature_path_for(path)
     header = safetensors_format.read_header(path)
-    data = model_files.file_bytes(path)
-    if data.numel() != header.file_size:
-        raise FormatError(f"{path}: the file changed size while it was read")
+    # Read, not memory-mapped: a file that changes meanwhile is a FormatError, not a SIGBUS.
+    data = file_reader.read_file(path, prefix=header.prefix, size=header.file_size)
     state = {}
     for e in header.entries:
         dtype = safetensors_format.torch_dtype_of(e.dtype)
@@ -129,7 +131,7 @@ def load(path, public_key=None, device="cpu", *, certificate_chain=None, signatu
         if e.offset % itemsize:  # an unaligned tensor cannot be viewed in place
             raw = raw.clone()
         t = raw.view(dtype).reshape(e.shape)
-        # Always a copy (never a view of the file mapping): what is verified is what is returned.
+        # Always a copy: each tensor owns its memory, and what is verified is what is returned.
         state[e.name] = t.to(device, copy=True)
     try:
         signing.verify_model(state, sig, public_key=public_key, certificate_chain=certificate_chain)

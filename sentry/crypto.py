@@ -19,7 +19,10 @@ import os
 from sentry_ops import _C
 
 from .errors import FormatError, VerificationError
-from .fileio import atomic_write
+from .fileio import atomic_write, read_input
+
+#: Key and certificate files larger than this are refused unread.
+MAX_PEM_BYTES = 16 * 1024 * 1024
 
 _crypto = _C.crypto
 
@@ -58,8 +61,7 @@ def _read_source(source, what):
         return source.encode("utf-8"), None
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        with open(path, "rb") as f:
-            return f.read(), f"{what} file {path}"
+        return read_input(path, what, MAX_PEM_BYTES), f"{what} file {path}"
     raise TypeError(f"{what} must be a path or PEM bytes, not {type(source).__name__}")
 
 
@@ -108,11 +110,15 @@ class PublicKey:
         """x || y, big-endian: 64, 96 or 132 bytes."""
         return self._key.raw_xy()
 
-    def verify(self, data, signature):
-        """True when `signature` (DER ECDSA) is valid for `data`; False for any bad signature."""
+    def verify(self, data, signature, hash=None):
+        """True when `signature` (DER ECDSA) is valid for `data`; False for any bad signature.
+        hash: 'SHA-256', 'SHA-384' or 'SHA-512' instead of the curve's own (None)."""
         data = _as_bytes(data, "data")
         signature = _as_bytes(signature, "signature")
-        return self._key.verify(data, signature)
+        if hash is None:
+            return self._key.verify(data, signature)
+        with _errors(None):
+            return self._key.verify(data, signature, hash)
 
     def __eq__(self, other):
         return isinstance(other, PublicKey) and self.pem() == other.pem()
@@ -191,8 +197,7 @@ def _certificates(item, what):
     (str or os.PathLike) of a PEM file holding one or more."""
     if isinstance(item, os.PathLike) or (isinstance(item, str) and not _looks_like_pem(item)):
         path = os.fspath(item)
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_input(path, "certificate file", MAX_PEM_BYTES)
         with _errors(f"certificate file {path}"):
             return list(_crypto.certificates_from_pem(data))
     if isinstance(item, str):

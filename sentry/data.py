@@ -36,9 +36,10 @@ import numpy as np
 import torch
 
 from .bundle import _is_int, load_json
-from .dataset import DatasetChecker, DatasetVerificationError, Manifest, build_manifest
-from .errors import FormatError
-from .fileio import atomic_write
+from .dataset import (DatasetChecker, DatasetVerificationError, Manifest, SampleLayout,
+                      build_manifest, layout_error)
+from .errors import FormatError, error_text
+from .fileio import atomic_write, open_input, open_input_file, read_input
 from .resident import ResidentBatches, ResidentStore
 
 INDEX_FILE = "index.json"
@@ -212,10 +213,11 @@ def _plain_file_name(value, where):
     return value
 
 
-def _read_npy_header(path):
-    """(shape, dtype, fortran_order) from a .npy header; FormatError naming the file."""
+def _read_npy_header(path, with_offset=False):
+    """(shape, dtype, fortran_order) from a .npy header, and the data's offset in the file
+    ``with_offset``; FormatError naming the file."""
     try:
-        with open(path, "rb") as f:
+        with open_input_file(path, "sample file") as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -223,10 +225,13 @@ def _read_npy_header(path):
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f"unsupported .npy format version {version}")
+            offset = f.tell()
     except FileNotFoundError:
         raise FormatError(f"{path}: missing sample file") from None
     except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise FormatError(f"{path}: corrupted .npy header ({exc})") from None
+        raise FormatError(f"{path}: corrupted .npy header ({error_text(exc, path)})") from None
+    if with_offset:
+        return tuple(shape), dtype, fortran, offset
     return tuple(shape), dtype, fortran
 
 
@@ -312,36 +317,42 @@ class NpyFolderStore(SampleStore):
         k = self._check_row(k)
         path = self.path(k)
         try:
-            arr = np.load(path, allow_pickle=False)
+            with open_input_file(path, "sample file") as f:
+                arr = np.load(f, allow_pickle=False)
         except FileNotFoundError:
             raise FormatError(f"{path} (sample {int(self.indices[k])}): missing sample "
                               "file") from None
         except (ValueError, OSError, EOFError, SyntaxError) as exc:
             raise FormatError(f"{path} (sample {int(self.indices[k])}): corrupted .npy file "
-                              f"({exc})") from None
+                              f"({error_text(exc, path)})") from None
         self._check_header(k, arr.shape, arr.dtype)
         return np.ascontiguousarray(arr)
 
 
 class PackedStore(SampleStore):
+    """Rows are read with pread, not through a memory map: a file truncated underneath gives a
+    FormatError naming it, never a SIGBUS."""
+
     kind = "packed"
 
     def __init__(self, *args, file):
         super().__init__(*args)
         self.file = file
-        self._mm = None
+        self._fd = None
+        self._offset = None
 
     @property
     def path(self):
         return os.path.join(self.directory, self.file)
 
     def check_headers(self):
-        self._array()
+        self.data_offset()
 
-    def _array(self):
-        if self._mm is None:
+    def data_offset(self):
+        """Where row 0 starts in the file, after checking the .npy header against index.json."""
+        if self._offset is None:
             path = self.path
-            shape, dtype, _ = _read_npy_header(path)
+            shape, dtype, fortran, offset = _read_npy_header(path, with_offset=True)
             want = (len(self), *self.shape)
             if shape != want:
                 raise FormatError(f"{path}: shape {list(shape)} differs from {list(want)} "
@@ -350,28 +361,52 @@ class PackedStore(SampleStore):
             if dtype != self.dtype:
                 raise FormatError(f"{path}: dtype {_dtype_name(dtype)} differs from "
                                   f"{self.dtype} in {INDEX_FILE}")
-            try:
-                self._mm = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                raise FormatError(f"{path}: cannot map the packed array ({exc})") from None
-        return self._mm
+            if fortran and len(self.shape) > 0:
+                raise FormatError(f"{path}: a Fortran-ordered array; write it C-ordered")
+            self._offset = offset
+        return self._offset
 
-    def __getstate__(self):  # for DataLoader workers: reopen the map in each process
+    def _descriptor(self):
+        if self._fd is None:
+            self._fd = open_input(self.path, "packed samples")
+        return self._fd
+
+    def __getstate__(self):  # for DataLoader workers: each process opens its own descriptor
         state = self.__dict__.copy()
-        state["_mm"] = None
+        state["_fd"] = None
         return state
 
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
     def read(self, k):
-        k = self._check_row(k)
-        return np.array(self._array()[k])
+        return self.read_rows([self._check_row(k)])[0]
 
     def read_rows(self, rows):
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size == 0:
-            return np.empty((0, *self.shape), dtype=self.dtype)
-        order = np.argsort(rows, kind="stable")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         out = np.empty((rows.size, *self.shape), dtype=self.dtype)
-        out[order] = self._array()[rows[order]]  # sorted reads from the map
+        if rows.size == 0 or self.nbytes_per_sample == 0:
+            return out
+        if rows.min() < 0 or rows.max() >= len(self):
+            raise IndexError(f"rows out of range for a store of {len(self)} samples")
+        start, fd, size = self.data_offset(), self._descriptor(), self.nbytes_per_sample
+        flat = out.reshape(rows.size, size).view(np.uint8)
+        order = np.argsort(rows, kind="stable")
+        # Runs of consecutive rows are one pread each, in file order.
+        j = 0
+        while j < rows.size:
+            first = rows[order[j]]
+            end = j + 1
+            while end < rows.size and rows[order[end]] == first + (end - j):
+                end += 1
+            buf = memoryview(bytearray(size * (end - j)))
+            got = os.preadv(fd, [buf], start + int(first) * size)
+            if got != len(buf):
+                raise FormatError(f"{self.path}: ends inside sample row {int(first) + got // size}"
+                                  " (the file changed or was truncated while it was read)")
+            flat[order[j:end]] = np.frombuffer(buf, np.uint8).reshape(end - j, size)
+            j = end
         return out
 
 
@@ -389,12 +424,11 @@ def open_store(path, *, check_headers=True):
     else:
         directory, doc_path = os.path.dirname(path) or ".", path
     try:
-        with open(doc_path, "rb") as f:
-            raw = f.read()
+        raw = read_input(doc_path, INDEX_FILE, 1 << 30)
     except FileNotFoundError:
         raise FormatError(f"{doc_path}: no {INDEX_FILE} (not a sample store)") from None
     except OSError as exc:
-        raise FormatError(f"{doc_path}: cannot read ({exc})") from None
+        raise FormatError(f"{doc_path}: cannot read ({error_text(exc, doc_path)})") from None
     doc = load_json(raw, doc_path, INDEX_FILE)
     if not isinstance(doc, dict):
         _fail(doc_path, f"must be a JSON object, got {type(doc).__name__}")
@@ -614,13 +648,22 @@ def _restrict(manifest, split):
     if split is None:
         return manifest
     return Manifest.from_records(manifest.algorithm,
-                                 [r for r in manifest.records() if in_split(r.index, split)])
+                                 [r for r in manifest.records() if in_split(r.index, split)],
+                                 manifest.layout)
 
 
 def _check_store_against_manifest(store, manifest, indices):
-    """Host-side, once: every selected sample must be in the manifest, from the source the
-    manifest names; every manifest sample (of the selection) must be in the store."""
+    """Host-side, once, before any sample is read: the store's samples must have the signed dtype
+    and shape (index.json, which open_store has checked against every .npy header); every
+    selected sample must be in the manifest, from the source the manifest names; every manifest
+    sample (of the selection) must be in the store."""
     sources = store.sources
+    layout = SampleLayout(_dtype_name(store.dtype), tuple(store.shape))
+    if layout != manifest.layout:
+        first = next((sources[store.row_of(i)] for i in indices.tolist()
+                      if sources[store.row_of(i)] in manifest.sources), None)
+        raise layout_error(f"{store.index_path}: the store holds {layout} samples", manifest,
+                           first)
     listed = set()
     for i in indices.tolist():
         k = store.row_of(i)

@@ -2,11 +2,12 @@
 
 A manifest binds, for every sample: its source (the party that vouches for it), its global
 index, its label and the digest of its raw bytes before augmentation, computed with
-``sentry_ops.hash_rows`` on whatever device the samples are on.
+``sentry_ops.hash_rows`` on whatever device the samples are on; and, per source, the dtype and
+shape of its samples (``SampleLayout``), so the same bytes cannot be read as other values.
 
 - ``build_manifest(samples, labels, sources)`` hashes the samples and returns a ``Manifest``.
 - ``sign_manifest(manifest, private_keys, out_dir)`` writes one DSSE bundle per source (the
-  bundle format of models, with the predicate ``https://sentry.dev/dataset-manifest/v1``).
+  bundle format of models, with the predicate ``https://sentry.dev/dataset-manifest/v2``).
 - ``load_manifest(bundle_paths, public_keys)`` checks every signature with its source's key (all
   in one batch, see sentry/ecdsa.py), parses strictly and merges.
 - ``DatasetChecker(manifest, device)`` checks batches on the device: hash, gather the signed
@@ -34,18 +35,52 @@ from .crypto import PublicKey
 from .ecdsa import verify_messages
 from .errors import FormatError, VerificationError
 
-PREDICATE_TYPE = "https://sentry.dev/dataset-manifest/v1"
+PREDICATE_TYPE = "https://sentry.dev/dataset-manifest/v2"
+#: v1 signed no dtype or shape: its samples' bytes could be read as any type. Refused by name.
+PREDICATE_TYPE_V1 = "https://sentry.dev/dataset-manifest/v1"
 #: Domain-separation prefix of the record digests (dataset digest and per-source subject).
-DIGEST_DOMAIN = b"sentry-dataset-manifest-v1\x00"
+DIGEST_DOMAIN = b"sentry-dataset-manifest-v2\x00"
 #: Suffix of the bundle files written by sign_manifest.
 BUNDLE_SUFFIX = ".manifest.sig"
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_PREDICATE_KEYS = ("algorithm", "samples", "source")
+_PREDICATE_KEYS = ("algorithm", "dtype", "samples", "shape", "source")
 _SAMPLE_KEYS = ("digest", "index", "label")
 
 # Failure kinds, as bits of the device-side code (csrc/ops/check_common.h has the same).
 BYTES, LABEL, UNKNOWN = 1, 2, 4
+
+
+def _canonical_dtype_names():
+    # torch's own names (str(dtype) without "torch."), not aliases such as "float" or "long":
+    # one name per dtype, so a signed name means one thing.
+    return {str(v).removeprefix("torch."): v for v in vars(torch).values()
+            if isinstance(v, torch.dtype)}
+
+
+_DTYPE_NAMES = _canonical_dtype_names()
+
+
+class SampleLayout(typing.NamedTuple):
+    """The dtype (torch's name: "uint8", "float32", ...) and shape of one sample: what its bytes
+    mean. Signed per source; a store or batch of another layout is refused before use."""
+
+    dtype: str
+    shape: tuple
+
+    @classmethod
+    def of_batch(cls, batch):
+        """The layout of the samples of a batch tensor [B, ...]."""
+        return cls(str(batch.dtype).removeprefix("torch."), tuple(batch.shape[1:]))
+
+    def __str__(self):
+        return f"{self.dtype} {list(self.shape)}"
+
+    def encode(self):
+        """``u32(len(dtype)) ‖ dtype ‖ u32(ndim) ‖ u64(dim)...`` (big-endian), for digests."""
+        name = self.dtype.encode("ascii")
+        return (struct.pack(">I", len(name)) + name + struct.pack(">I", len(self.shape))
+                + b"".join(struct.pack(">Q", d) for d in self.shape))
 
 
 class Record(typing.NamedTuple):
@@ -59,12 +94,13 @@ class Record(typing.NamedTuple):
 
 @dataclasses.dataclass
 class SourceManifest:
-    """The samples one source vouches for, sorted by index."""
+    """The samples one source vouches for, sorted by index, and their layout."""
 
     source: str
     indices: list
     labels: list
     digests: list  # raw 32-byte digests
+    layout: SampleLayout
 
     def __len__(self):
         return len(self.indices)
@@ -74,16 +110,18 @@ class SourceManifest:
                 for i, lab, d in zip(self.indices, self.labels, self.digests)]
 
 
-def records_digest(algorithm, records):
+def records_digest(algorithm, layout, records):
     """Hex SHA-256 over records, in increasing index order (docs/FORMAT.md §8):
 
-    ``DIGEST_DOMAIN ‖ u32(len(algorithm)) ‖ algorithm ‖ u64(count) ‖ record...`` with each record
+    ``DIGEST_DOMAIN ‖ u32(len(algorithm)) ‖ algorithm ‖ layout ‖ u64(count) ‖ record...`` with
+    the layout as SampleLayout.encode and each record
     ``u64(index) ‖ i64(label) ‖ u32(len(source)) ‖ source ‖ digest`` (big-endian integers,
     strings UTF-8). ``records`` are sorted here, so the caller's order does not matter."""
     h = hashlib.sha256()
     alg = algorithm.encode("utf-8")
     records = sorted(records, key=lambda r: r.index)
-    h.update(DIGEST_DOMAIN + struct.pack(">I", len(alg)) + alg + struct.pack(">Q", len(records)))
+    h.update(DIGEST_DOMAIN + struct.pack(">I", len(alg)) + alg + layout.encode()
+             + struct.pack(">Q", len(records)))
     encoded = {}
     pack = struct.Struct(">Qq").pack
     for r in records:
@@ -99,14 +137,20 @@ class Manifest:
     """A dataset manifest: ``sources`` maps each source name (sorted) to its SourceManifest.
 
     Indices are unique across the whole manifest; ``algorithm`` is the sample digest algorithm
-    (``blake3`` or ``sha256-tree``)."""
+    (``blake3`` or ``sha256-tree``); every source signs the same sample ``layout`` (a dataset's
+    samples are batched together, so they share one dtype and shape)."""
 
-    def __init__(self, algorithm, sources):
+    def __init__(self, algorithm, sources, layout):
         if algorithm not in ALGORITHMS:
             raise FormatError(f"unknown sample digest algorithm {algorithm!r}; use one of "
                               f"{list(ALGORITHMS)}")
         self.algorithm = algorithm
+        self.layout = layout
         self.sources = {name: sources[name] for name in sorted(sources)}
+        for name, part in self.sources.items():
+            if part.layout != layout:
+                raise FormatError(f"source {name!r} signs {part.layout} samples, the dataset "
+                                  f"{layout}")
         owner = {}
         for name, part in self.sources.items():
             for i in part.indices:
@@ -118,8 +162,9 @@ class Manifest:
         self._max_index = max(owner) if owner else -1
 
     @classmethod
-    def from_records(cls, algorithm, records):
-        """From Records in any order; duplicate indices raise FormatError naming them."""
+    def from_records(cls, algorithm, records, layout):
+        """From Records in any order (all of samples of ``layout``); duplicate indices raise
+        FormatError naming them."""
         by_source, seen = {}, {}
         for r in records:
             if r.index in seen:
@@ -131,15 +176,15 @@ class Manifest:
         for name, recs in by_source.items():
             recs.sort(key=lambda r: r.index)
             parts[name] = SourceManifest(name, [r.index for r in recs], [r.label for r in recs],
-                                         [r.digest for r in recs])
-        return cls(algorithm, parts)
+                                         [r.digest for r in recs], layout)
+        return cls(algorithm, parts, layout)
 
     def __len__(self):
         return len(self._owner)
 
     def __repr__(self):
-        return (f"<sentry.dataset.Manifest {len(self)} samples, {len(self.sources)} sources, "
-                f"{self.algorithm}>")
+        return (f"<sentry.dataset.Manifest {len(self)} samples of {self.layout}, "
+                f"{len(self.sources)} sources, {self.algorithm}>")
 
     @property
     def max_index(self):
@@ -167,14 +212,14 @@ class Manifest:
 
     def source_digest(self, source):
         """Hex SHA-256 over one source's records: the subject digest of its bundle."""
-        return records_digest(self.algorithm, self.sources[source].records())
+        return records_digest(self.algorithm, self.layout, self.sources[source].records())
 
     def dataset_digest(self):
         """Hex SHA-256 over all records sorted by index (docs/FORMAT.md §8). It covers every
-        sample's index, source, label and digest, and the algorithm; it does not depend on the
-        order in which samples were hashed, listed or shuffled, because the records are keyed by
-        their (unique) index and sorted before they are hashed."""
-        return records_digest(self.algorithm, self.records())
+        sample's index, source, label and digest, the algorithm and the samples' layout; it does
+        not depend on the order in which samples were hashed, listed or shuffled, because the
+        records are keyed by their (unique) index and sorted before they are hashed."""
+        return records_digest(self.algorithm, self.layout, self.records())
 
     def tensors(self):
         """CPU tensors (indices int64 [N], labels int64 [N], digests uint8 [N, 32]), by index."""
@@ -215,10 +260,10 @@ def _batches(samples, batch_size):
             yield batch[start:start + batch_size]
 
 
-def hash_samples(samples, *, algorithm="blake3", batch_size=4096):
+def hash_samples(samples, *, algorithm="blake3", batch_size=4096, layouts=None):
     """uint8 [N, 32] on the CPU: the digest of each sample's bytes (each row of a tensor [N, ...]
     or of each batch of an iterable), hashed with hash_rows on the samples' device; one copy to
-    the host at the end."""
+    the host at the end. ``layouts``, a set, collects the SampleLayout of every batch."""
     if algorithm not in ALGORITHMS:
         raise FormatError(f"unknown sample digest algorithm {algorithm!r}; use one of "
                           f"{list(ALGORITHMS)}")
@@ -226,6 +271,8 @@ def hash_samples(samples, *, algorithm="blake3", batch_size=4096):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     by_device = []
     for batch in _batches(samples, batch_size):
+        if layouts is not None:
+            layouts.add(SampleLayout.of_batch(batch))
         by_device.append(hash_rows(batch, algorithm))
     if not by_device:
         return torch.empty(0, 32, dtype=torch.uint8)
@@ -239,9 +286,15 @@ def build_manifest(samples, labels, sources, *, indices=None, algorithm="blake3"
 
     labels: integer tensor or sequence [N]; sources: N non-empty strings; indices: the global
     index of each sample (default 0..N-1), unique and non-negative. Raw bytes are the samples as
-    given: hash them before augmentation.
+    given: hash them before augmentation. Every batch must have the same dtype and sample
+    shape: the manifest signs that layout.
     """
-    digests = hash_samples(samples, algorithm=algorithm, batch_size=batch_size)
+    layouts = set()
+    digests = hash_samples(samples, algorithm=algorithm, batch_size=batch_size, layouts=layouts)
+    if len(layouts) != 1:
+        raise FormatError("samples: no samples given" if not layouts else
+                          f"samples: batches of several layouts {sorted(map(str, layouts))}; a "
+                          "manifest signs one dtype and sample shape")
     n = digests.shape[0]
     labels = _int_list(labels, "labels", n)
     indices = list(range(n)) if indices is None else _int_list(indices, "indices", n)
@@ -258,7 +311,7 @@ def build_manifest(samples, labels, sources, *, indices=None, algorithm="blake3"
     raw = digests.contiguous().numpy().tobytes()
     records = [Record(i, s, lab, raw[32 * k:32 * k + 32])
                for k, (i, s, lab) in enumerate(zip(indices, sources, labels))]
-    return Manifest.from_records(algorithm, records)
+    return Manifest.from_records(algorithm, records, layouts.pop())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,19 +327,38 @@ def make_statement(manifest, source):
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "algorithm": manifest.algorithm,
+            "dtype": part.layout.dtype,
             "samples": [{"digest": d.hex(), "index": i, "label": lab}
                         for i, lab, d in zip(part.indices, part.labels, part.digests)],
+            "shape": list(part.layout.shape),
             "source": source,
         },
     }
     return json.dumps(statement, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
+def _parse_layout(predicate, file):
+    fail = bundle_format._fail
+    dtype = _check_text(predicate["dtype"], file, "predicate.dtype")
+    if dtype not in _DTYPE_NAMES:
+        fail(file, "predicate.dtype", f"unknown dtype {dtype!r} (a torch dtype name such as "
+                                      "'uint8' or 'float32')")
+    shape = _check_list(predicate["shape"], file, "predicate.shape")
+    for k, d in enumerate(shape):
+        if not _is_int(d) or not 0 <= d <= _INT64_MAX:
+            fail(file, f"predicate.shape[{k}]", f"must be an integer in [0, 2^63), got {d!r}")
+    return SampleLayout(dtype, tuple(shape))
+
+
 def parse_statement(payload, file=None):
-    """Validates a dataset-manifest statement; returns (source, algorithm, [Record]).
+    """Validates a dataset-manifest statement; returns (source, algorithm, layout, [Record]).
 
     Every problem raises FormatError naming ``file`` and the field."""
     fail = bundle_format._fail
+    claimed = bundle_format.load_json(payload, file, "statement")
+    if isinstance(claimed, dict) and claimed.get("predicateType") == PREDICATE_TYPE_V1:
+        fail(file, "predicateType", f"{PREDICATE_TYPE_V1} manifests sign no sample dtype or "
+                                    "shape and are refused; sign the dataset again")
     doc, name, subject_hex = bundle_format.parse_statement_envelope(
         payload, file, PREDICATE_TYPE, "a dataset manifest")
 
@@ -296,6 +368,7 @@ def parse_statement(payload, file=None):
     if algorithm not in ALGORITHMS:
         fail(file, "predicate.algorithm", f"unknown algorithm {algorithm!r}; expected one of "
                                           f"{list(ALGORITHMS)}")
+    layout = _parse_layout(predicate, file)
     source = _check_text(predicate["source"], file, "predicate.source")
     if not source:
         fail(file, "predicate.source", "empty source name")
@@ -322,9 +395,9 @@ def parse_statement(payload, file=None):
                  f"must be a 64-bit signed integer, got {label!r}")
         hexd = _check_hex(s["digest"], file, ("predicate.samples", k, ".digest"))
         records.append(Record(index, source, label, bytes.fromhex(hexd)))
-    if records_digest(algorithm, records) != subject_hex:
+    if records_digest(algorithm, layout, records) != subject_hex:
         fail(file, "subject[0].digest.sha256", "subject digest does not match the samples")
-    return source, algorithm, records
+    return source, algorithm, layout, records
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +483,7 @@ def load_manifest(bundle_paths, public_keys, *, require_all=True):
                                [bundle_format.pae(signed.payload_type, signed.payload)
                                 for _, signed, _ in opened],
                                [signed.signature for _, signed, _ in opened])
-    algorithm, files, records = None, {}, []
+    algorithm, layout, files, records = None, None, {}, []
     for (path, signed, claimed), ok in zip(opened, verified):
         key = keys[claimed]
         if not ok:
@@ -422,15 +495,18 @@ def load_manifest(bundle_paths, public_keys, *, require_all=True):
                          else f" (it names key {hint})")
             raise VerificationError(f"{path}: the signature of source {claimed!r}'s manifest "
                                     f"does not verify with that source's key{other}")
-        source, alg, recs = parse_statement(signed.payload, path)
+        source, alg, lay, recs = parse_statement(signed.payload, path)
         if source in files:
             raise FormatError(f"{path}: source {source!r} has a second manifest (the first is "
                               f"{files[source]})")
         if algorithm is None:
-            algorithm, first = alg, path
+            algorithm, layout, first = alg, lay, path
         elif alg != algorithm:
             raise FormatError(f"{path}: predicate.algorithm {alg!r} differs from {algorithm!r} "
                               f"in {first}")
+        elif lay != layout:
+            raise FormatError(f"{path}: source {source!r} signs {lay} samples, {first} "
+                              f"{layout}; a dataset has one sample dtype and shape")
         files[source] = path
         records.extend(recs)
     if deferred is not None:
@@ -446,7 +522,7 @@ def load_manifest(bundle_paths, public_keys, *, require_all=True):
         if other != r.source:
             raise FormatError(f"sample index {r.index} is listed by both source {other!r} "
                               f"({files[other]}) and source {r.source!r} ({files[r.source]})")
-    return Manifest.from_records(algorithm, records)
+    return Manifest.from_records(algorithm, records, layout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,11 +532,23 @@ def load_manifest(bundle_paths, public_keys, *, require_all=True):
 class DatasetVerificationError(VerificationError):
     """A sample failed its check. ``index``: the first bad sample; ``source``: its source (None
     for an unknown index); ``kinds``: what differed ("bytes", "label", "unknown index",
-    "missing"); ``count``: how many bad samples were seen."""
+    "missing", "source", or "layout": the samples' dtype or shape is not the signed one);
+    ``count``: how many bad samples were seen."""
 
     def __init__(self, message, *, index=None, source=None, kinds=(), count=0, **names):
         super().__init__(message, **names)
         self.index, self.source, self.kinds, self.count = index, source, list(kinds), count
+
+
+def layout_error(what, manifest, source=None):
+    """The DatasetVerificationError for samples read as another dtype or shape than signed:
+    hash_rows sees only bytes, so this host-side check is what binds their meaning."""
+    names = [source] if source is not None else list(manifest.sources)
+    shown = ", ".join(repr(s) for s in names[:4]) + (", ..." if len(names) > 4 else "")
+    plural = "s" if len(names) > 1 else ""
+    return DatasetVerificationError(
+        f"{what}, but source{plural} {shown} signed {manifest.layout} samples (the same bytes "
+        "read as another dtype or shape are other values)", source=source, kinds=["layout"])
 
 
 def _kinds(code):
@@ -535,6 +623,9 @@ class DatasetChecker:
             raise ValueError("batch must be a tensor [B, ...]")
         if batch.device != dev:
             raise ValueError(f"batch is on {batch.device}, the checker on {dev}")
+        layout = SampleLayout.of_batch(batch)  # host metadata: no sync
+        if layout != self.manifest.layout:
+            raise layout_error(f"a batch of {layout} samples", self.manifest)
         b = batch.shape[0]
         for name, t in (("labels", labels), ("indices", indices)):
             if (not isinstance(t, torch.Tensor) or t.dtype == torch.bool or t.is_floating_point()

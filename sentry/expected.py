@@ -53,10 +53,10 @@ def resolve(expected, *, public_key=None, certificate_chain=None, algorithm=None
     if isinstance(expected, Expected):
         got = expected
     elif isinstance(expected, (str, os.PathLike)):
-        from .signing import _expected_tensors, _open_bundle
+        from .signing import _expected_tensors, _open_bundle, trust_from
 
         path = os.fspath(expected)
-        statement, _, _ = _open_bundle(path, public_key, certificate_chain)
+        statement, _, _ = _open_bundle(path, trust_from(public_key, certificate_chain))
         entries = _expected_tensors(statement, path)
         hash_type = statement.tensors["hash_type"]
         if hash_type not in ALGORITHMS:

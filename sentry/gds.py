@@ -144,13 +144,16 @@ def _check_destination(out, nbytes):
 
 
 def _open(path, direct):
-    flags = os.O_RDONLY | (_O_DIRECT if direct else 0)
+    from .fileio import open_input
+
     try:
-        return os.open(path, flags)
+        return open_input(path, "read into GPU memory", _O_DIRECT if direct else 0)
+    except FormatError:
+        raise
     except OSError:
         if not direct:
             raise
-        return os.open(path, os.O_RDONLY)  # e.g. tmpfs refuses O_DIRECT
+        return open_input(path, "read into GPU memory")  # e.g. tmpfs refuses O_DIRECT
 
 
 class GdsUnavailable(OSError):
@@ -234,7 +237,7 @@ def _read_pinned(path, out, offset, nbytes, chunk=_CHUNK, readers=4):
     copied = [None, None]  # events: buffer k's last copy to the device is done
     side = torch.cuda.Stream(dev)
     side.wait_stream(torch.cuda.current_stream(dev))  # out may have just been allocated
-    fd = os.open(path, os.O_RDONLY)
+    fd = _open(path, False)
     try:
         done, k = 0, 0
         while done < nbytes:

@@ -19,21 +19,19 @@ _serialization/file.py and serialization.py), reproduced here:
 - A model that is a single file is one resource named ``.``.
 - The model name (the statement's subject) is the directory's last path component.
 """
-import hashlib
 import os
 import pathlib
 import posixpath
 import stat
 
-from .errors import FormatError
+from .errors import FormatError, Option, OptionError
+from .fileio import open_input_file
 
 #: Ignored at the top of the model directory unless ignore_git_paths=False.
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
 
 #: Algorithms hash_file knows.
 FILE_ALGORITHMS = ("sha256", "blake3", "sha256-tree")
-
-_BLOCK = 1 << 20
 
 
 def model_name(model_dir):
@@ -111,8 +109,8 @@ def list_files(model_dir, *, ignore_paths=(), signature_path=None, ignore_git_pa
                                      ignore_git_paths=ignore_git_paths)
 
     def refuse_link(path):
-        raise FormatError(f"{path} is a symbolic link; symbolic links are refused unless "
-                          "allow_symlinks=True")
+        raise OptionError(f"{path} is a symbolic link; symbolic links are refused unless ",
+                          Option("allow_symlinks", "allow_symlinks=True"))
 
     def refuse_special(path, what="not a regular file or directory (or a broken link)"):
         raise FormatError(f"{path} is {what}; a model holds only files and directories")
@@ -161,51 +159,76 @@ def list_files(model_dir, *, ignore_paths=(), signature_path=None, ignore_git_pa
 
 
 def hash_file(path, algorithm="sha256"):
-    """Hex digest of a file's bytes. ``sha256`` streams through hashlib in 1 MiB blocks;
-    ``blake3`` and ``sha256-tree`` memory-map the file and run Sentry's hashing op on it
-    (``blake3`` equals b3sum, and the reference tool's blake3 resource digests)."""
-    if algorithm == "sha256":
-        h = hashlib.sha256()
-        buf = bytearray(_BLOCK)
-        view = memoryview(buf)
-        with open(path, "rb") as f:
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    break
-                h.update(view[:n])
-        return h.hexdigest()
+    """Hex digest of a file's bytes: ``sha256`` (the reference tool's default), ``blake3``
+    (equal to b3sum and to the reference's blake3 resource digests) or ``sha256-tree``. Read
+    with positional reads, never memory-mapped (sentry/file_reader.py): a file that changes
+    while it is read is a FormatError naming it."""
     if algorithm not in FILE_ALGORITHMS:
         raise FormatError(f"unknown file hash algorithm {algorithm!r}; use one of "
                           f"{list(FILE_ALGORITHMS)}")
-    import sentry_ops
+    from . import file_reader
 
-    return sentry_ops.digests_hex(sentry_ops.hash_tensors([file_bytes(path)], algorithm))[0]
+    [got] = file_reader.digest_files([file_reader.Request(os.fspath(path), file_hash=algorithm)])
+    return got.file
 
 
-def file_bytes(path):
-    """A file's bytes as a uint8 CPU tensor, memory-mapped, not read into memory. The mapping is
-    copy-on-write: writable for torch (no warning), and the file itself is never modified."""
-    import numpy as np
-    import torch
+def _check_pt_records(path, f, size):
+    """torch.load inflates a compressed zip record whole into memory before anything can be
+    checked: 1 MB can claim gigabytes. torch.save stores every record uncompressed, so a
+    compressed one is refused, as are records claiming more bytes than the file holds and a file
+    that is not a zip archive (the pre-1.6 format sizes its storages from its own header)."""
+    import zipfile
 
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:  # an empty file cannot be mapped
-            return torch.empty(0, dtype=torch.uint8)
-        return torch.from_numpy(np.memmap(f, dtype=np.uint8, mode="c", shape=(size,)))
+    try:
+        with zipfile.ZipFile(f) as z:
+            records = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as exc:
+        raise FormatError(f"{path}: refused: not a zip archive as torch.save writes since "
+                          f"PyTorch 1.6 ({exc})") from None
+    for r in records:
+        if r.compress_type != zipfile.ZIP_STORED:
+            raise FormatError(f"{path}: refused: record {r.filename} is compressed; torch.save "
+                              "stores records uncompressed, and torch.load would inflate it "
+                              "whole into memory")
+    if sum(r.file_size for r in records) > size:
+        raise FormatError(f"{path}: refused: its records claim more bytes than the file's {size}")
+
+
+def _unpickling_reason(exc):
+    """Why torch.load(weights_only=True) failed, in one line: the weights-only unpickler's own
+    reason, without torch's advice to retry with weights_only=False (which runs code from the
+    file)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+        for advice in ("Check the documentation", "Please use `torch.serialization"):
+            text = text.split(advice, 1)[0]
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def load_state_dict(path, device="cpu"):
     """A .pt/.pth/.bin state dict loaded with weights_only=True (never runs code from the file):
-    a dict of tensors (a pickled module gives its state_dict). FormatError otherwise."""
+    a dict of tensors (a pickled module gives its state_dict). FormatError otherwise. The file
+    is opened without blocking (a FIFO is refused) and its records are checked before
+    torch.load reads them (_check_pt_records)."""
     import torch
 
-    try:
-        obj = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # pickle errors come in many types
-        raise FormatError(f"{path}: refused: not loadable with weights_only=True, which never "
-                          f"runs code from the file ({type(exc).__name__}: {exc})") from exc
+    from .file_reader import open_input
+
+    fd, size = open_input(path, "state dict")
+    with os.fdopen(fd, "rb") as f:
+        _check_pt_records(path, f, size)
+        f.seek(0)
+        try:
+            obj = torch.load(f, map_location=device, weights_only=True)
+        except (FormatError, OSError):
+            raise
+        except Exception as exc:  # pickle errors come in many types
+            raise FormatError(f"{path}: refused: not loadable with weights_only=True, which "
+                              f"never runs code from the file ({_unpickling_reason(exc)})"
+                              ) from exc
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

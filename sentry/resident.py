@@ -29,12 +29,12 @@ class ResidentStore:
         device = torch.device(device)
         if device.type != "cuda":
             raise ValueError(f"reading straight into GPU memory needs a CUDA device, got {device}")
-        array = store._array()  # validates the .npy header against index.json
+        offset = store.data_offset()  # validates the .npy header against index.json
         n = len(store)
-        dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
+        dtype = torch.from_numpy(np.empty(0, dtype=store.dtype)).dtype
         x = torch.empty((n, *store.shape), dtype=dtype, device=device)
         t0 = time.perf_counter()
-        self.method, self.note = read_into(store.path, x, offset=array.offset, method=method)
+        self.method, self.note = read_into(store.path, x, offset=offset, method=method)
         torch.cuda.current_stream(device).synchronize()
         self.seconds = time.perf_counter() - t0
         self.nbytes = x.numel() * x.element_size()

@@ -15,6 +15,7 @@ import os
 import struct
 
 from .errors import FormatError
+from .file_reader import open_input
 
 #: The `safetensors` package's limit on the header length.
 MAX_HEADER_SIZE = 100_000_000
@@ -106,6 +107,7 @@ class SafetensorsHeader:
     metadata: dict
     data_start: int  # 8 + N
     file_size: int
+    prefix: bytes = b""  # the file's first data_start bytes: length and JSON header
 
     def by_name(self):
         return {e.name: e for e in self.entries}
@@ -215,24 +217,46 @@ def parse_header(header_bytes, data_size, source="safetensors header"):
     return entries, metadata
 
 
-def read_header(path):
-    """Reads and validates a safetensors file's header (not its data)."""
+def _pread_exact(fd, n, offset, path):
+    data = b""
+    while len(data) < n:
+        chunk = os.pread(fd, n - len(data), offset + len(data))
+        if not chunk:
+            raise FormatError(f"{path}: the file changed while it was read: it ended at byte "
+                              f"{offset + len(data)} while its header was read")
+        data += chunk
+    return data
+
+
+def read_header(path, fd=None):
+    """Reads and validates a safetensors file's header (not its data): through ``fd`` (a
+    descriptor open on ``path``) when given, else by opening ``path``. The header's bytes,
+    length prefix included, are kept as ``prefix``: a reader of the data checks that the file
+    still starts with them (sentry/file_reader.py)."""
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 8:
-            raise FormatError(f"{path}: {size} bytes is too short for a safetensors file")
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > MAX_HEADER_SIZE:
-            raise FormatError(f"{path}: header length {n} is larger than the "
-                              f"{MAX_HEADER_SIZE}-byte limit")
-        if n > size - 8:
-            raise FormatError(f"{path}: header length {n} runs past the end of the file "
-                              f"({size} bytes)")
-        header = f.read(n)
-        if len(header) != n:
-            raise FormatError(f"{path}: file shrank while its header was read")
+    if fd is not None:
+        return _read_header_from(path, fd)
+    fd, _ = open_input(path, "safetensors file")
+    try:
+        return _read_header_from(path, fd)
+    finally:
+        os.close(fd)
+
+
+def _read_header_from(path, fd):
+    size = os.fstat(fd).st_size
+    if size < 8:
+        raise FormatError(f"{path}: {size} bytes is too short for a safetensors file")
+    (n,) = struct.unpack("<Q", _pread_exact(fd, 8, 0, path))
+    if n > MAX_HEADER_SIZE:
+        raise FormatError(f"{path}: header length {n} is larger than the "
+                          f"{MAX_HEADER_SIZE}-byte limit")
+    if n > size - 8:
+        raise FormatError(f"{path}: header length {n} runs past the end of the file "
+                          f"({size} bytes)")
+    header = _pread_exact(fd, n, 8, path)
     data_start = 8 + n
     entries, metadata = parse_header(header, size - data_start, source=path)
     entries = [dataclasses.replace(e, offset=e.offset + data_start) for e in entries]
-    return SafetensorsHeader(path, entries, metadata, data_start, size)
+    return SafetensorsHeader(path, entries, metadata, data_start, size,
+                             prefix=struct.pack("<Q", n) + header)

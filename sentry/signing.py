@@ -4,20 +4,26 @@ Both write and read OpenSSF Model Signing v1.0 bundles (docs/FORMAT.md §6). A d
 with `sign_files` also lists every safetensors tensor (predicate.tensors), so the same signature
 verifies the files on disk and, after loading, the tensors in GPU memory (`verify_model`).
 Verification fails closed: any difference raises VerificationError naming what differed.
+
+A signature is verified by one of three methods, chosen by the keywords given (the same on every
+verifying function): ``public_key``; ``certificate_chain`` (the trusted root certificates);
+or keyless Sigstore, ``identity`` and ``identity_provider`` with ``trusted_root`` or
+``trust_config`` (sentry.keyless, offline).
 """
 import dataclasses
 import os
 import time
+import warnings
 
 import torch
 
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
 from . import bundle as bundle_format
-from . import model_files, safetensors_format
+from . import bundle_v02, file_reader, model_files, safetensors_format
 from .crypto import (PrivateKey, PublicKey, certificate_public_key, load_certificates,
                      verify_certificate_chain)
-from .errors import FormatError, VerificationError
+from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
 
 @dataclasses.dataclass
@@ -30,6 +36,8 @@ class Verified:
     names: list
     key_hint: str
     timings_ms: dict
+    identity: str = None  # keyless: the certificate's identity and OIDC issuer that were checked
+    identity_provider: str = None
 
 
 def _state_dict(model_or_state_dict):
@@ -88,6 +96,7 @@ def sign_model(model_or_state_dict, private_key, signature_path, *, algorithm="b
     """
     if algorithm not in ALGORITHMS:
         raise FormatError(f"unknown tensor algorithm '{algorithm}'; use one of {ALGORITHMS}")
+    bundle_format.check_signature_target(signature_path)  # before any hashing
     state = _state_dict(model_or_state_dict)
     names = sorted(state)
     hexes = {}
@@ -102,65 +111,178 @@ def sign_model(model_or_state_dict, private_key, signature_path, *, algorithm="b
     return _sign_statement(statement, private_key, password, signature_path, certificate_chain)
 
 
-def _verifying_key(signed, public_key, certificate_chain, source):
-    if (public_key is None) == (certificate_chain is None):
-        raise FormatError("give exactly one of public_key and certificate_chain")
+@dataclasses.dataclass(frozen=True)
+class _CertificateRoots:
+    """The trust anchors of the certificate method (paths or PEM/DER, as given)."""
+
+    roots: object
+
+
+def trust_from(public_key=None, certificate_chain=None, identity=None, identity_provider=None,
+               trusted_root=None, trust_config=None):
+    """What a signature must be verified with, from the verifying functions' keywords: a
+    PublicKey, the certificate method's roots or a keyless.KeylessPolicy. FormatError unless exactly one
+    method is given whole. (Loads the key or trust root once, for callers verifying many.)"""
+    keyless_given = identity is not None or identity_provider is not None
+    given = [name for name, on in (("public_key", public_key is not None),
+                                   ("certificate_chain", certificate_chain is not None),
+                                   ("identity and identity_provider", keyless_given)) if on]
+    if len(given) != 1:
+        raise FormatError("give exactly one of public_key, certificate_chain, or identity and "
+                          f"identity_provider (keyless); got {given or 'none'}")
+    if not keyless_given and (trusted_root is not None or trust_config is not None):
+        raise FormatError("trusted_root and trust_config are for keyless verification "
+                          "(identity and identity_provider)")
     if public_key is not None:
         return public_key if isinstance(public_key, PublicKey) else PublicKey.load(public_key)
+    if certificate_chain is not None:
+        return _CertificateRoots(certificate_chain)
+    from .keyless import KeylessPolicy
+
+    return KeylessPolicy.load(identity, identity_provider, trusted_root=trusted_root,
+                              trust_config=trust_config)
+
+
+def _check_signature(signed, key, source):
+    message = bundle_format.pae(signed.payload_type, signed.payload)
+    if key.verify(message, signed.signature):
+        return
+    # model_signing v0.2's key and certificate signers signed another message (bundle_v02).
+    if (bundle_v02.is_v02_statement(signed.payload)
+            and key.verify(bundle_v02.pae(signed.payload), signed.signature,
+                           hash=bundle_v02.SIGNATURE_HASH)):
+        return
+    other = (f" (the bundle names key {signed.public_key_hint}, you gave {key.hint()})"
+             if signed.public_key_hint and signed.public_key_hint != key.hint() else "")
+    raise VerificationError(f"{source}: the signature does not verify with this key{other}")
+
+
+def _certificate_key(signed, roots, source):
     if not signed.certificate_chain:
         raise VerificationError(f"{source}: the bundle carries no certificate chain")
-    return verify_certificate_chain(signed.certificate_chain, certificate_chain)
+    if signed.tlog_entries:
+        # A Fulcio certificate chains to the Fulcio CA for any identity: only the keyless
+        # checks (identity, issuer, log) make it mean something.
+        raise MethodError(
+            f"{source}: this is a Sigstore keyless signature (it has a transparency-log entry); "
+            "verify it with ", Option("identity"), ", ", Option("identity_provider"), " and ",
+            Option("trusted_root"), " or ", Option("trust_config"))
+    return verify_certificate_chain(signed.certificate_chain, roots)
 
 
-def _open_bundle(signature_path, public_key, certificate_chain):
-    """Reads the bundle, checks its signature, returns (statement, key, timings)."""
+def _keyless_key(signed, data, policy, source):
+    from . import keyless
+
+    if not signed.certificate_chain:
+        raise MethodError(f"{source}: the bundle carries no certificate: it was signed with a "
+                          "key, not keyless; verify it with ", Option("public_key"))
+    payload_type, payload = keyless.verify_bundle(data, source, policy)
+    if payload_type != signed.payload_type or payload != signed.payload:
+        raise VerificationError(f"{source}: sigstore-python and Sentry read different payloads "
+                                "from the bundle")
+    return certificate_public_key(signed.certificate_chain[0])
+
+
+def _open_bundle(signature_path, trust):
+    """Reads the bundle, checks its signature with `trust` (trust_from), returns
+    (statement, key, timings)."""
     timings = {}
     t0 = time.perf_counter()
-    signed = bundle_format.read_bundle(signature_path)
+    data = bundle_format.read_bundle_bytes(signature_path)
+    signed = bundle_format.Bundle.from_json(data, source=os.fspath(signature_path))
     timings["read bundle"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    key = _verifying_key(signed, public_key, certificate_chain, signature_path)
-    message = bundle_format.pae(signed.payload_type, signed.payload)
-    if not key.verify(message, signed.signature):
-        other = (f" (the bundle names key {signed.public_key_hint}, you gave {key.hint()})"
-                 if signed.public_key_hint and signed.public_key_hint != key.hint() else "")
-        raise VerificationError(f"{signature_path}: the signature does not verify with this key{other}")
+    if isinstance(trust, PublicKey):
+        key = trust
+        _check_signature(signed, key, signature_path)
+    elif isinstance(trust, _CertificateRoots):
+        key = _certificate_key(signed, trust.roots, signature_path)
+        _check_signature(signed, key, signature_path)
+    else:
+        key = _keyless_key(signed, data, trust, signature_path)
     timings["check signature"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    statement = bundle_format.parse_statement(signed.payload)
+    statement = bundle_format.parse_statement(signed.payload, os.fspath(signature_path))
     timings["parse statement"] = (time.perf_counter() - t0) * 1e3
     return statement, key, timings
 
 
-def _expected_tensors(statement, source):
-    """{name: entry} of the signed tensors, from the predicate.tensors extension."""
+def _signer(trust):
+    """Verified's identity and identity_provider keywords."""
+    if isinstance(trust, (PublicKey, _CertificateRoots)):
+        return {}
+    return {"identity": trust.identity, "identity_provider": trust.identity_provider}
+
+
+def _expected_tensors(statement, source, files=None):
+    """{name: entry} of the signed tensors, from the predicate.tensors extension: all of them,
+    or those of the listed ``files`` (a path or a list of paths, as the signature names them).
+    A name signed in more than one of those files is refused: a state dict's keys cannot say
+    which file a tensor came from, so no choice between them would be sound."""
     if not statement.tensors:
         raise VerificationError(
             f"{source}: this signature lists no tensors (method {statement.method}); "
             "verify its files with verify_files")
     # parse_statement has checked that, for method tensors, they agree with the resources.
-    return {e["name"]: e for e in statement.tensors["entries"]}
+    entries = statement.tensors["entries"]
+    if files is not None:
+        files = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) else [
+            os.fspath(f) for f in files]
+        listed = sorted({e.get("file") for e in entries if e.get("file") is not None})
+        unknown = [f for f in files if f not in listed]
+        if unknown:
+            raise VerificationError(f"{source}: lists no tensors of {', '.join(unknown)} (files "
+                                    f"with tensors: {', '.join(listed) or 'none'})")
+        entries = [e for e in entries if e.get("file") in files]
+    by_name = {}
+    for e in entries:
+        by_name.setdefault(e["name"], []).append(e.get("file"))
+    repeated = {n: where for n, where in by_name.items() if len(where) > 1}
+    if repeated:
+        shown = ", ".join(f"'{n}' ({' and '.join(where)})" for n, where in
+                          sorted(repeated.items())[:3])
+        raise FormatError(
+            f"{source}: tensors of the same name are signed in several files: {shown}"
+            f"{', ...' if len(repeated) > 3 else ''}; a loaded state dict cannot say which file "
+            "it came from: name the file its tensors were loaded from (file=), or verify the "
+            "files on disk (verify_files)")
+    return {e["name"]: e for e in entries}
 
 
-def verify_model(model_or_state_dict, signature_path, *, public_key=None, certificate_chain=None):
+def verify_model(model_or_state_dict, signature_path, *, public_key=None, certificate_chain=None,
+                 identity=None, identity_provider=None, trusted_root=None, trust_config=None,
+                 file=None):
     """Checks a module or state dict against a signature, on the tensors' devices.
+
+    With a signature of a directory (method files), the state dict must hold every signed
+    tensor of the directory's safetensors files, or, given ``file`` (a path, or a list of
+    paths, as the signature names them: relative to the model directory), exactly the tensors
+    of those files. A name signed in two of the files concerned is refused (FormatError): the
+    state dict's keys cannot say which file it came from.
 
     Only digests go to the device and only one mismatch flag per tensor comes back. Raises
     VerificationError listing changed, missing and unexpected tensors by name. Give public_key
-    (PEM path or PublicKey) or certificate_chain (the trusted root certificates, PEM path).
+    (PEM path or PublicKey), certificate_chain (the trusted root certificates, PEM path), or
+    identity and identity_provider (keyless: the signer's identity and OIDC issuer) with
+    trusted_root (a Sigstore trusted_root.json) or trust_config (a client trust config).
     """
     t0 = time.perf_counter()
     state = _state_dict(model_or_state_dict)
     names = sorted(state)
-    # CUDA tensors start hashing with the default algorithm before the bundle is even read: the
-    # GPU works while the host checks the signature and parses the statement. (Wasted, and
-    # redone below, only if the signature uses another algorithm.)
-    early = _digests_by_device([n for n in names if state[n].is_cuda], state, "blake3")
+    # Dense CUDA tensors start hashing with the default algorithm before the bundle is even
+    # read: the GPU works while the host checks the signature and parses the statement.
+    # (Wasted, and redone below, only if the signature uses another algorithm.) Their hash reads
+    # the bytes they hold; a strided or expanded tensor, whose contiguous copy may be far larger
+    # than its storage, waits until its dtype and shape are found to be the signed ones.
+    early = _digests_by_device([n for n in names if state[n].is_cuda and state[n].is_contiguous()],
+                               state, "blake3")
     launched_ms = (time.perf_counter() - t0) * 1e3
-    statement, key, timings = _open_bundle(signature_path, public_key, certificate_chain)
+    trust = trust_from(public_key, certificate_chain, identity, identity_provider,
+                       trusted_root, trust_config)
+    statement, key, timings = _open_bundle(signature_path, trust)
     timings = {"launch GPU hash": launched_ms, **timings}
     t0 = time.perf_counter()
-    expected = _expected_tensors(statement, signature_path)
+    expected = _expected_tensors(statement, signature_path, file)
     algorithm = statement.tensors["hash_type"]
     if algorithm not in ALGORITHMS:
         raise VerificationError(f"{signature_path}: unknown tensor algorithm '{algorithm}'")
@@ -175,53 +297,94 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
             changed.append(name)
     timings["match names"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
+    # Only tensors of the signed dtype and shape are hashed from here: nothing larger than what
+    # was signed is ever made contiguous.
     groups = early if algorithm == "blake3" else {}
     hashed = {n for group, _ in groups.values() for n in group}
-    groups.update(_digests_by_device([n for n in names if n not in hashed], state, algorithm))
+    same_layout = set(common) - set(changed)
+    groups.update(_digests_by_device([n for n in names if n in same_layout and n not in hashed],
+                                     state, algorithm))
     none = bytes(32)  # rows of unexpected tensors: compared, but their result is not used
     for device, (group, digests) in groups.items():
         raw = b"".join(bytes.fromhex(expected[n]["digest"]) if n in expected else none
                        for n in group)
         want = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, 32)
         differs = (digests != want.to(device, non_blocking=True)).any(dim=1).cpu().tolist()
-        changed += [n for n, bad in zip(group, differs) if bad and n in expected]
+        changed += [n for n, bad in zip(group, differs) if bad and n in same_layout]
     timings["finish hash and compare"] = (time.perf_counter() - t0) * 1e3
     if changed or missing or unexpected:
         raise VerificationError(f"{signature_path}: the model does not match its signature",
                                 changed=sorted(set(changed)), missing=missing, unexpected=unexpected)
-    return Verified(statement.model_name, statement.method, algorithm, common, key.hint(), timings)
+    return Verified(statement.model_name, statement.method, algorithm, common, key.hint(), timings,
+                    **_signer(trust))
 
 
-def _file_tensor_entries(model_dir, files, algorithm):
-    """predicate.tensors entries of every safetensors file: digests of their data regions."""
-    entries, seen = [], {}
+def _safetensors_headers(model_dir, rels):
+    """{rel: SafetensorsHeader} of the files in rels; a malformed one maps to its FormatError."""
+    headers = {}
+    for rel in rels:
+        try:
+            headers[rel] = safetensors_format.read_header(model_files.file_path(model_dir, rel))
+        except FormatError as exc:
+            headers[rel] = exc
+    return headers
+
+
+def _signed_headers(model_dir, files):
+    """{rel: SafetensorsHeader} of the safetensors files whose tensors a files bundle lists. A
+    file named .safetensors that is not one is signed as a plain file, with a warning."""
+    headers = {}
     for rel in files:
         path = model_files.file_path(model_dir, rel)  # rel is "." for a single-file model
-        if not path.endswith(".safetensors"):
-            continue
-        header = safetensors_format.read_header(path)
-        if not header.entries:
-            continue
-        data = model_files.file_bytes(path)
-        views = [data[e.offset:e.offset + e.length] for e in header.entries]
-        digests = digests_hex(hash_tensors(views, algorithm))
-        for e, digest in zip(header.entries, digests):
-            if e.name in seen:
-                raise FormatError(f"tensor '{e.name}' is in both {seen[e.name]} and {rel}")
-            seen[e.name] = rel
+        if path.endswith(".safetensors"):
+            header = _header_or_warning(path)
+            if header is not None and header.entries:
+                headers[rel] = header
+    return headers
+
+
+def _read_files(model_dir, files, hash_type, headers, tensor_algorithm=None):
+    """One read of each file (sentry/file_reader.py): {rel: hex file digest} and, given
+    tensor_algorithm, {rel: [hex digest of each tensor of headers[rel], in header order]}. A
+    file with a header must still start with it and have the size it was parsed against, so
+    the digests and the header describe the same bytes."""
+    requests = []
+    for rel in files:
+        request = file_reader.Request(model_files.file_path(model_dir, rel), file_hash=hash_type)
+        header = headers.get(rel)
+        if isinstance(header, safetensors_format.SafetensorsHeader):
+            request.prefix, request.size = header.prefix, header.file_size
+            if tensor_algorithm is not None:
+                request.ranges = [(e.offset, e.length) for e in header.entries]
+                request.range_hash = tensor_algorithm
+        requests.append(request)
+    got = file_reader.digest_files(requests)
+    return ({rel: d.file for rel, d in zip(files, got)},
+            {rel: d.ranges for rel, d in zip(files, got) if d.ranges})
+
+
+def _tensor_entries(headers, tensor_digests):
+    """predicate.tensors entries of every safetensors file: digests of their data regions. (A
+    name is unique in its file; several files may hold the same names.)"""
+    entries = []
+    for rel, digests in tensor_digests.items():
+        for e, digest in zip(headers[rel].entries, digests):
             entries.append({"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
                             "digest": digest, "file": rel, "offset": e.offset,
                             "length": e.length})
-    return sorted(entries, key=lambda e: e["name"])
+    return sorted(entries, key=lambda e: (e["name"], e["file"]))
 
 
-def _hash_files(model_dir, files, hash_type):
-    from concurrent.futures import ThreadPoolExecutor
-
-    # hashlib and the hashing op release the GIL: files hash in parallel.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        digests = pool.map(lambda rel: model_files.hash_file(model_files.file_path(model_dir, rel), hash_type), files)
-        return dict(zip(files, digests))
+def _header_or_warning(path):
+    """The safetensors header of ``path``, or None with a SentryWarning when it has none: the
+    file is then signed by its bytes only, as model_signing signs every file."""
+    try:
+        return safetensors_format.read_header(path)
+    except FormatError as exc:
+        why = str(exc).removeprefix(f"{path}: ")
+        warnings.warn(SentryWarning(f"{path}: not a safetensors file ({why}); signed as a plain "
+                                    "file, its tensors not listed"), stacklevel=4)
+        return None
 
 
 def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ignore_paths=(),
@@ -229,13 +392,16 @@ def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ig
                password=None, certificate_chain=None):
     """Signs a model directory exactly as OpenSSF Model Signing's `files` method does, and lists
     the safetensors tensors it holds (predicate.tensors) for verify_model."""
+    bundle_format.check_signature_target(signature_path)  # before any hashing
     files = model_files.list_files(model_dir, ignore_paths=ignore_paths,
                                    signature_path=signature_path,
                                    ignore_git_paths=ignore_git_paths,
                                    allow_symlinks=allow_symlinks)
-    digests = _hash_files(model_dir, files, hash_type)
+    headers = _signed_headers(model_dir, files)
+    # The file digests and the tensor digests come from one read of each file.
+    digests, tensor_digests = _read_files(model_dir, files, hash_type, headers, tensor_algorithm)
     resources = [bundle_format.Resource(f, hash_type, digests[f]) for f in files]
-    entries = _file_tensor_entries(model_dir, files, tensor_algorithm)
+    entries = _tensor_entries(headers, tensor_digests)
     tensors = {"hash_type": tensor_algorithm, "entries": entries} if entries else None
     recorded_ignores = model_files.effective_ignore_paths(
         model_dir, ignore_paths=ignore_paths, signature_path=signature_path,
@@ -247,14 +413,21 @@ def sign_files(model_dir, private_key, signature_path, *, hash_type="sha256", ig
 
 
 def verify_files(model_dir, signature_path, *, public_key=None, certificate_chain=None,
+                 identity=None, identity_provider=None, trusted_root=None, trust_config=None,
                  ignore_paths=(), ignore_git_paths=True, allow_symlinks=None):
     """Checks a model directory against a `files` signature; raises VerificationError listing
-    changed, missing and unexpected files."""
-    statement, key, timings = _open_bundle(signature_path, public_key, certificate_chain)
+    changed, missing and unexpected files. The signature's method keywords are verify_model's."""
+    trust = trust_from(public_key, certificate_chain, identity, identity_provider,
+                       trusted_root, trust_config)
+    statement, key, timings = _open_bundle(signature_path, trust)
+    if statement.method == "shards":
+        return _verify_shards(model_dir, signature_path, statement, key, timings, trust,
+                              ignore_paths=ignore_paths, ignore_git_paths=ignore_git_paths,
+                              allow_symlinks=allow_symlinks)
     if statement.method != "files":
-        raise VerificationError(
+        raise MethodError(
             f"{signature_path}: this signature covers tensors (method {statement.method}), not "
-            "files; verify the loaded model with verify_model")
+            "files; verify the loaded model with ", Option("verify_model"))
     allow = statement.allow_symlinks if allow_symlinks is None else allow_symlinks
     files = model_files.list_files(
         model_dir, ignore_paths=list(ignore_paths) + list(statement.ignore_paths),
@@ -264,18 +437,38 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     unexpected = sorted(set(files) - set(expected))
     common = sorted(set(expected) & set(files))
     t0 = time.perf_counter()
-    actual = _hash_files(model_dir, common, statement.hash_type)
+    # The headers the listing is checked against are read first and bound to the bytes hashed.
+    listed = {e.get("file") for e in statement.tensors["entries"]} if statement.tensors else ()
+    headers = _safetensors_headers(model_dir, [f for f in common if f in listed])
+    actual, _ = _read_files(model_dir, common, statement.hash_type, headers)
     timings["hash files"] = (time.perf_counter() - t0) * 1e3
     changed = [f for f in common if actual[f] != expected[f]]
     if changed or missing or unexpected:
         raise VerificationError(f"{model_dir}: the files do not match {signature_path}",
-                                changed=changed, missing=missing, unexpected=unexpected)
+                                changed=changed, missing=missing, unexpected=unexpected,
+                                shown={".": os.fspath(model_dir)})
     if statement.tensors:
-        _check_tensor_listing(model_dir, statement, signature_path)
-    return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings)
+        _check_tensor_listing(statement, headers, signature_path)
+    return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings,
+                    **_signer(trust))
 
 
-def _check_tensor_listing(model_dir, statement, source):
+def _verify_shards(model_dir, signature_path, statement, key, timings, trust, **listing):
+    """verify_files for the reference's shards method: a SHA-256 per shard, the shards of
+    every file hashed in parallel from one read (the verified loader, without loading)."""
+    from . import loader
+
+    signed = loader.signed_files(statement, signature_path)
+    files = loader.check_file_list(model_dir, signature_path, statement, signed, **listing)
+    t0 = time.perf_counter()
+    table, _ = loader.file_table(model_dir, signature_path, statement, files, with_tensors=False)
+    loader.run_table(table, model_path=model_dir, signature_path=signature_path, device="cpu")
+    timings["hash files"] = (time.perf_counter() - t0) * 1e3
+    return Verified(statement.model_name, "shards", statement.hash_type, files, key.hint(),
+                    timings, **_signer(trust))
+
+
+def _check_tensor_listing(statement, headers, source):
     """The signed tensor list must describe the (verified) safetensors headers exactly."""
     by_file = {}
     for e in statement.tensors["entries"]:
@@ -283,7 +476,10 @@ def _check_tensor_listing(model_dir, statement, source):
     for rel, signed in by_file.items():
         if rel is None or rel not in {r.name for r in statement.resources}:
             raise VerificationError(f"{source}: predicate.tensors names a file that is not signed: {rel}")
-        header = safetensors_format.read_header(model_files.file_path(model_dir, rel))
+        header = headers.get(rel)
+        if not isinstance(header, safetensors_format.SafetensorsHeader):
+            raise VerificationError(f"{source}: predicate.tensors does not describe {rel} "
+                                    f"({header or 'no safetensors header read'})")
         on_disk = sorted((e.name, e.dtype, list(e.shape), e.offset, e.length) for e in header.entries)
         listed = sorted((e["name"], e["dtype"], list(e["shape"]), e["offset"], e["length"]) for e in signed)
         if on_disk != listed:

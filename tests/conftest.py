@@ -1,5 +1,6 @@
 import os
 import random
+import subprocess
 import sys
 
 import numpy as np
@@ -65,3 +66,29 @@ def keys(tmp_path_factory):
         write_public_key(d / f"{who}.pub", key.public_key())
         out[who] = (str(d / f"{who}.pem"), str(d / f"{who}.pub"))
     return out
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Runs `sentry ARGS` in-process from directory `cwd`; returns (returncode, stdout, stderr)
+    as a CompletedProcess."""
+    from sentry.cli import main
+
+    def run(cwd, *args):
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return run
+
+
+def assert_one_line_error(proc, code=2, *needles):
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert err.count("\n") == 0, err
+    assert "Traceback" not in err and "[Errno" not in err and ".tmp" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err

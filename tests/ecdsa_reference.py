@@ -19,11 +19,8 @@ WYCHEPROOF = {"der": "wycheproof_ecdsa_secp256r1_sha256_test.json",
 
 def wycheproof_cases(form):
     """Every test of the file, flattened: tc_id, key (x || y), msg, digest, sig, result,
-    comment. None when ../shared/vectors is not there."""
-    path = reference.shared_file("vectors", WYCHEPROOF[form])
-    if path is None:
-        return None
-    with open(path) as f:
+    comment."""
+    with open(reference.vector_file(WYCHEPROOF[form])) as f:
         doc = json.load(f)
     cases = []
     for group in doc["testGroups"]:

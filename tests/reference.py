@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 
 import numpy as np
+import pytest
 import torch
 
 SHA256_TREE_LEAF_BYTES = 4096
@@ -169,55 +170,25 @@ def bytes_tensor(data, device="cpu"):
         else torch.empty(0, dtype=torch.uint8, device=device)
 
 
-def shared_file(*parts):
-    """Path of a file of the shared project data (../shared from the project root, or
-    shared/ inside it), or None where neither exists."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for base in (os.path.join(root, "..", "shared"), os.path.join(root, "shared")):
-        path = os.path.join(base, *parts)
-        if os.path.exists(path):
-            return os.path.normpath(path)
-    return None
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+VECTORS_DIR = os.path.join(_TESTS, "vectors")
+MODEL_SHAPES = os.path.join(os.path.dirname(_TESTS), "sentry", "model_shapes", "model_shapes.json")
 
 
-def _resnet_like_shapes():
-    """A ResNet-50-style state dict layout, for machines without the shared shape file."""
-    shapes = [("conv1.weight", "float32", [64, 3, 7, 7])]
-
-    def bn(name, c):
-        shapes.extend([(f"{name}.weight", "float32", [c]), (f"{name}.bias", "float32", [c]),
-                       (f"{name}.running_mean", "float32", [c]),
-                       (f"{name}.running_var", "float32", [c]),
-                       (f"{name}.num_batches_tracked", "int64", [])])
-
-    bn("bn1", 64)
-    cin = 64
-    for layer, (blocks, width) in enumerate([(3, 64), (4, 128), (6, 256), (3, 512)], start=1):
-        for b in range(blocks):
-            p = f"layer{layer}.{b}"
-            shapes.append((f"{p}.conv1.weight", "float32", [width, cin, 1, 1]))
-            bn(f"{p}.bn1", width)
-            shapes.append((f"{p}.conv2.weight", "float32", [width, width, 3, 3]))
-            bn(f"{p}.bn2", width)
-            shapes.append((f"{p}.conv3.weight", "float32", [width * 4, width, 1, 1]))
-            bn(f"{p}.bn3", width * 4)
-            if b == 0:
-                shapes.append((f"{p}.downsample.0.weight", "float32", [width * 4, cin, 1, 1]))
-                bn(f"{p}.downsample.1", width * 4)
-            cin = width * 4
-    shapes += [("fc.weight", "float32", [1000, 2048]), ("fc.bias", "float32", [1000])]
-    return shapes
+def vector_file(name):
+    """Path of a test vector file of tests/vectors (provenance: tests/vectors/README.md); a
+    missing one fails the test that asks for it, naming the file."""
+    path = os.path.join(VECTORS_DIR, name)
+    if not os.path.isfile(path):
+        pytest.fail(f"test vector file {path} is missing (see tests/vectors/README.md)")
+    return path
 
 
 def model_state_dict(model="resnet152", device="cpu", dtype=None, generator_seed=0):
-    """A state dict with the tensor names, dtypes and shapes of `model` (from the shared
-    model_shapes.json; a ResNet-50 layout where that file is missing), random values."""
-    path = shared_file("data", "model_shapes.json")
-    if path is not None:
-        with open(path) as f:
-            shapes = json.load(f)[model]
-    else:
-        shapes = _resnet_like_shapes()
+    """A state dict with the tensor names, dtypes and shapes of `model` (the project's
+    model_shapes.json, read off the real models), random values."""
+    with open(MODEL_SHAPES) as f:
+        shapes = json.load(f)[model]
     gen = torch.Generator(device=device).manual_seed(generator_seed)
     out = {}
     for name, dt, shape in shapes:

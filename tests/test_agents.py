@@ -263,6 +263,27 @@ def test_cli_agents(tmp_path, capsys):
     assert "classifier.bias" in capsys.readouterr().err
 
 
+def test_cli_train_refuses_samples_read_as_another_dtype(run, tmp_path, capsys):
+    """index.json and the packed .npy header rewritten from uint8 to int8: the same bytes, so
+    every sample digest matches, but the signed dtype does not; nothing is trained."""
+    import numpy as np
+
+    bad = tmp_path / "data"
+    shutil.copytree(run["data"], bad)
+    store = bad / agents.STORE_DIR
+    index = json.loads((store / "index.json").read_text())
+    packed = store / index["packed"]
+    np.save(packed, np.load(packed).view(np.int8))
+    index["dtype"] = "int8"
+    (store / "index.json").write_text(json.dumps(index))
+    model_dir = tmp_path / "model"
+    assert main(["agent", "train", "--data", str(bad), "--model", str(model_dir), "--keys",
+                 run["keys"], "--device", "cpu", "--epochs", "1", "--width", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "int8 [3, 32, 32]" in err and "uint8 [3, 32, 32]" in err and "source-" in err
+    assert not model_dir.exists()
+
+
 def test_cli_demo(capsys):
     assert main(["demo", "--samples", "300", "--epochs", "1", "--width", "4",
                  "--device", "cpu"]) == 0

@@ -188,7 +188,9 @@ SER = ["predicate", "serialization"]
 BAD_STATEMENTS = [
     ("type", _set(["_type"], "https://in-toto.io/Statement/v0.1"), r"_type: expected"),
     ("no type", _del(["_type"]), r"_type: missing"),
-    ("predicate type", _set(["predicateType"], "https://model_signing/Digests/v0.1"),
+    # Digests/v0.1 is model_signing v0.2's statement (test_model_signing_versions.py); its other
+    # v0.2 predicate types were never verified by the reference and are refused.
+    ("predicate type", _set(["predicateType"], "https://model_signing/DigestOfDigests/v0.1"),
      r"predicateType: expected"),
     ("no subject", _set(["subject"], []), r"subject: expected exactly one subject, got 0"),
     ("two subjects", lambda d: d["subject"].append(d["subject"][0]), r"exactly one subject, got 2"),
@@ -204,7 +206,7 @@ BAD_STATEMENTS = [
     ("no predicate", _del(["predicate"]), r"predicate: missing"),
     ("no serialization", _del(SER), r"predicate\.serialization: missing"),
     ("no method", _del(SER + ["method"]), r"serialization: missing 'method'"),
-    ("shards", _set(SER + ["method"], "shards"), r"unsupported method 'shards'"),
+    ("shards", _set(SER + ["method"], "shards"), r"missing 'shard_size'"),
     ("blake2", _set(SER + ["hash_type"], "blake2"), r"hash_type: unsupported 'blake2'"),
     ("allow_symlinks str", _set(SER + ["allow_symlinks"], "false"), r"allow_symlinks: must be"),
     ("no allow_symlinks", _del(SER + ["allow_symlinks"]), r"missing 'allow_symlinks'"),
@@ -331,12 +333,64 @@ def test_file_tensor_entries_accepted():
     assert st.tensors["entries"][0]["length"] == 2
 
 
+def _shards_doc(shard_size=1000, files=(("a.bin", 2500), ("b", 1000))):
+    """A shards statement as the reference writes it: shard_size a float, resources in
+    (path, start) order."""
+    doc = _doc(B.make_statement("m", _res("x"), method="files", hash_type="sha256"))
+    resources = []
+    for path, size in files:
+        for start in range(0, size, shard_size):
+            name = f"{path}:{start}:{min(start + shard_size, size)}"
+            resources.append({"algorithm": f"sha256-sharded-{shard_size}", "name": name,
+                              "digest": hashlib.sha256(name.encode()).hexdigest()})
+    doc["predicate"]["resources"] = resources
+    doc["predicate"]["serialization"].update(method="shards", shard_size=float(shard_size))
+    return _fix_root(doc)
+
+
+def test_shards_statement_as_the_reference_writes_it():
+    st = B.parse_statement(_dump(_shards_doc()), source="s")
+    assert st.method == "shards" and st.shard_size == 1000
+    assert [r.name for r in st.resources][:3] == ["a.bin:0:1000", "a.bin:1000:2000",
+                                                  "a.bin:2000:2500"]
+    # Eleven shards: the reference's numeric order is not code-point order.
+    st = B.parse_statement(_dump(_shards_doc(100, (("a", 1050),))), source="s")
+    assert st.resources[-1].name == "a:1000:1050"
+
+
+SHARD_REFUSALS = [
+    ("size zero", lambda d: d["predicate"]["serialization"].update(shard_size=0), "shard_size"),
+    ("size fraction", lambda d: d["predicate"]["serialization"].update(shard_size=999.5),
+     "shard_size"),
+    ("name", lambda d: d["predicate"]["resources"][0].update(name="a.bin:0"), "PATH:START:END"),
+    ("name sign", lambda d: d["predicate"]["resources"][0].update(name="a.bin:+0:1000"),
+     "PATH:START:END"),
+    ("gap", lambda d: d["predicate"]["resources"].pop(1), "do not cut it"),
+    ("short middle", lambda d: d["predicate"]["resources"][1].update(name="a.bin:1000:1999"),
+     "do not cut it"),
+    ("algorithm", lambda d: d["predicate"]["resources"][0].update(algorithm="sha256"),
+     "differs from"),
+    ("tensors", lambda d: d["predicate"].update(tensors={"hash_type": "blake3", "entries": []}),
+     "not used with method 'shards'"),
+    ("path", lambda d: d["predicate"]["resources"][3].update(name="../b:0:1000"), "component"),
+]
+
+
+@pytest.mark.parametrize("case,mutate,message", SHARD_REFUSALS, ids=[c[0] for c in SHARD_REFUSALS])
+def test_shards_statement_refusals(case, mutate, message):
+    doc = _shards_doc()
+    mutate(doc)
+    _fix_root(doc)
+    with pytest.raises(FormatError, match=message):
+        B.parse_statement(_dump(doc), source="s")
+
+
 def test_make_statement_refuses_what_it_cannot_read():
     with pytest.raises(FormatError, match="absolute"):
         B.make_statement("m", _res("/abs"), method="files", hash_type="sha256")
     with pytest.raises(FormatError, match="duplicate"):
         B.make_statement("m", _res("a", "a"), method="files", hash_type="sha256")
-    with pytest.raises(FormatError, match="unsupported method"):
+    with pytest.raises(FormatError, match="shard_size"):
         B.make_statement("m", _res("a"), method="shards", hash_type="sha256")
     with pytest.raises(FormatError, match="missing"):
         B.make_statement("m", _res("a", alg="blake3"), method="tensors", hash_type="blake3")
@@ -517,7 +571,8 @@ def test_write_bundle_failure_leaves_old_file(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["model.sig"]  # no temporary file left
     monkeypatch.undo()
     (tmp_path / "adir").mkdir()
-    with pytest.raises(OSError):
+    with pytest.raises(FormatError, match="adir: refusing to write the signature there \\(is a "
+                       "directory"):
         B.write_bundle(tmp_path / "adir", _bundle())
     assert sorted(os.listdir(tmp_path)) == ["adir", "model.sig"]
 

@@ -420,3 +420,64 @@ def test_store_dataset(store_dir, cifar):
     assert ib.tolist() == [3, 7] and torch.equal(xb, torch.from_numpy(x[[3, 7]]))
     with pytest.raises(KeyError, match="sample index 5000"):
         data.StoreDataset(data.open_store(store_dir), indices=[5000])
+
+
+# ---------------------------------------------------------------------------------------------
+# the samples' dtype and shape are signed too: the same bytes read as another type are refused
+
+
+def _reinterpret_store(store_dir, fn):
+    """Rewrites the store so every sample is ``fn(sample array)`` (a view of the same bytes as
+    another dtype or shape): index.json and the .npy headers change, the sample bytes do not."""
+    p = store_dir / "index.json"
+    doc = json.loads(p.read_text())
+    if "packed" in doc:
+        path = store_dir / doc["packed"]
+        samples = [fn(a) for a in np.load(path)]
+        np.save(path, np.stack(samples))
+    else:
+        samples = [fn(np.load(store_dir / e["file"])) for e in doc["samples"]]
+        for e, a in zip(doc["samples"], samples):
+            np.save(store_dir / e["file"], a)
+    doc["dtype"], doc["shape"] = samples[0].dtype.name, list(samples[0].shape)
+    p.write_text(json.dumps(doc))
+
+
+REINTERPRETATIONS = {
+    "uint8 as int8": lambda a: a.view(np.int8),
+    "CHW as HWC": lambda a: a.reshape(32, 32, 3),
+    "as 96x32": lambda a: a.reshape(96, 32),
+}
+
+
+@pytest.mark.parametrize("how", sorted(REINTERPRETATIONS))
+def test_reinterpreted_samples_refused_before_any_batch(store_dir, manifest, cifar, how):
+    fn = REINTERPRETATIONS[how]
+    x = cifar[0]
+    _reinterpret_store(store_dir, fn)
+    store = data.open_store(store_dir)  # consistent on its own: index.json matches the headers
+    assert torch.equal(torch.from_numpy(np.ascontiguousarray(store.read(7))).view(torch.uint8)
+                       .reshape(-1), torch.from_numpy(x[7]).reshape(-1))  # the same bytes
+    with pytest.raises(DatasetVerificationError) as info:
+        data.get_image_dataloader(store_dir, 32, "cpu", manifest=manifest)
+    err = info.value
+    assert err.kinds == ["layout"]
+    assert "uint8 [3, 32, 32]" in str(err) and "source-" in str(err)
+    assert err.source in manifest.sources
+    with pytest.raises(DatasetVerificationError, match="uint8 \\[3, 32, 32\\]"):
+        data.verify_dataset(store_dir, manifest, "cpu")
+
+
+def test_checker_refuses_a_batch_of_another_layout(cifar, manifest):
+    from sentry.dataset import DatasetChecker
+
+    x, y, _ = cifar
+    checker = DatasetChecker(manifest, "cpu", require_all=False)
+    batch = torch.from_numpy(x[:8])
+    idx = torch.arange(8)
+    labels = torch.from_numpy(y[:8])
+    checker.check(batch, labels, idx)  # the signed layout passes
+    for other in (batch.view(torch.int8), batch.reshape(8, 32, 32, 3), batch.reshape(8, -1)):
+        with pytest.raises(DatasetVerificationError, match="int8|32, 32, 3|3072"):
+            checker.check(other, labels, idx)
+    checker.finish()  # the refused batches were not hashed: the first one alone was checked

@@ -32,11 +32,14 @@ def _data(n=60, shape=(3, 8, 8), seed=0):
     return x, y, src
 
 
-def _ref_records_digest(algorithm, records):
+def _ref_records_digest(algorithm, records, dtype, shape):
     """Independent implementation of the documented record digest (FORMAT.md §8)."""
-    alg = algorithm.encode()
-    out = bytearray(b"sentry-dataset-manifest-v1\0")
-    out += len(alg).to_bytes(4, "big") + alg + len(records).to_bytes(8, "big")
+    alg, name = algorithm.encode(), dtype.encode()
+    out = bytearray(b"sentry-dataset-manifest-v2\0")
+    out += len(alg).to_bytes(4, "big") + alg
+    out += len(name).to_bytes(4, "big") + name + len(shape).to_bytes(4, "big")
+    out += b"".join(d.to_bytes(8, "big") for d in shape)
+    out += len(records).to_bytes(8, "big")
     for index, source, label, digest in sorted(records):
         s = source.encode()
         out += index.to_bytes(8, "big") + label.to_bytes(8, "big", signed=True)
@@ -107,9 +110,10 @@ def test_digests_match_b3sum_and_hashlib(b3, device):
     for i, d in zip(idx, want):
         assert m.record(i).digest == d
     recs = [(i, s, int(lab), d) for i, s, lab, d in zip(idx, src, y.tolist(), want)]
-    assert m.dataset_digest() == _ref_records_digest("blake3", recs)
+    assert m.dataset_digest() == _ref_records_digest("blake3", recs, "float32", (3, 5, 7))
     for s in set(src):
-        assert m.source_digest(s) == _ref_records_digest("blake3", [r for r in recs if r[1] == s])
+        assert m.source_digest(s) == _ref_records_digest(
+            "blake3", [r for r in recs if r[1] == s], "float32", (3, 5, 7))
 
 
 def test_sha256_tree_matches_reference():
@@ -119,7 +123,7 @@ def test_sha256_tree_matches_reference():
         assert m.record(i).digest == reference.sha256_tree(reference.tensor_bytes(x[i]))
     recs = [(i, src[i], int(y[i]), reference.sha256_tree(reference.tensor_bytes(x[i])))
             for i in range(9)]
-    assert m.dataset_digest() == _ref_records_digest("sha256-tree", recs)
+    assert m.dataset_digest() == _ref_records_digest("sha256-tree", recs, "uint8", (5000,))
     assert m.dataset_digest() != ds.build_manifest(x, y, src).dataset_digest()
 
 
@@ -189,9 +193,10 @@ def test_sign_load_round_trip(tmp_path, keys, pubs):
     assert doc["verificationMaterial"]["publicKey"]["hint"] == pubs["alice"].hint()
     st = _payload(paths[0])
     assert st["_type"] == "https://in-toto.io/Statement/v1"
-    assert st["predicateType"] == "https://sentry.dev/dataset-manifest/v1"
+    assert st["predicateType"] == "https://sentry.dev/dataset-manifest/v2"
     assert st["subject"] == [{"name": "alice", "digest": {"sha256": m.source_digest("alice")}}]
     assert st["predicate"]["algorithm"] == "blake3" and st["predicate"]["source"] == "alice"
+    assert (st["predicate"]["dtype"], st["predicate"]["shape"]) == ("uint8", [3, 8, 8])
     assert [s["index"] for s in st["predicate"]["samples"]] == list(range(0, 60, 3))
     assert st["predicate"]["samples"][1] == {"digest": m.record(3).digest.hex(), "index": 3,
                                              "label": int(y[3])}
@@ -204,6 +209,7 @@ def test_sign_load_round_trip(tmp_path, keys, pubs):
     loaded = ds.load_manifest(paths, pub)
     assert loaded.dataset_digest() == m.dataset_digest()
     assert loaded.records() == m.records()
+    assert loaded.layout == m.layout == ("uint8", (3, 8, 8))
     assert ds.load_manifest(tmp_path / "sigs", pub).dataset_digest() == m.dataset_digest()
     assert ds.load_manifest(reversed(paths), pub).dataset_digest() == m.dataset_digest()
 
@@ -314,6 +320,19 @@ def _mutate(st, what):
         st["predicateType"] = "https://model_signing/signature/v1.0"
     elif what == "negative-index":
         s0["index"] = -1
+    elif what == "dtype-alias":  # "float" is torch.float32's alias, not its name
+        p["dtype"] = "float"
+    elif what == "dtype-unknown":
+        p["dtype"] = "uint9"
+    elif what == "shape-negative":
+        p["shape"] = [3, -8, 8]
+    elif what == "shape-missing":
+        del p["shape"]
+    elif what == "dtype-changed":  # re-signed as int8 without fixing the subject digest
+        p["dtype"] = "int8"
+    elif what == "v1":
+        st["predicateType"] = "https://sentry.dev/dataset-manifest/v1"
+        del p["dtype"], p["shape"]
     elif what == "subject-digest":
         st["subject"][0]["digest"]["sha256"] = "0" * 64
     elif what == "dropped-sample":  # a missing sample, re-signed without fixing the subject
@@ -331,6 +350,10 @@ def _mutate(st, what):
     ("negative-index", r"samples\[0\]\.index"),
     ("subject-digest", r"subject\[0\]\.digest\.sha256"),
     ("dropped-sample", r"subject\[0\]\.digest\.sha256"),
+    ("dtype-alias", r"predicate\.dtype.*'float'"), ("dtype-unknown", r"predicate\.dtype"),
+    ("shape-negative", r"predicate\.shape\[1\]"), ("shape-missing", r"predicate.*'shape'"),
+    ("dtype-changed", r"subject\[0\]\.digest\.sha256"),
+    ("v1", r"predicateType.*v1 manifests sign no sample dtype or shape"),
 ])
 def test_strict_parsing_names_the_field(signed, keys, pubs, what, field):
     *_, paths = signed
@@ -339,6 +362,21 @@ def test_strict_parsing_names_the_field(signed, keys, pubs, what, field):
     with pytest.raises(FormatError, match=field) as info:
         ds.load_manifest(paths, pubs)
     assert path in str(info.value)
+
+
+def test_sources_of_different_layouts_are_refused(tmp_path, keys, pubs):
+    x, y, _ = _data(n=4)
+    a = ds.build_manifest(x[:2], y[:2], ["alice"] * 2, indices=[0, 1])
+    b = ds.build_manifest(x[2:].view(torch.int8), y[2:], ["bob"] * 2, indices=[2, 3])
+    paths = ds.sign_manifest(a, keys, tmp_path / "a") + ds.sign_manifest(b, keys, tmp_path / "b")
+    with pytest.raises(FormatError, match=r"'bob' signs int8 \[3, 8, 8\].*uint8 \[3, 8, 8\]"):
+        ds.load_manifest(paths, pubs, require_all=False)
+
+
+def test_build_refuses_batches_of_several_layouts():
+    x, y, src = _data(n=8)
+    with pytest.raises(FormatError, match="several layouts"):
+        ds.build_manifest([x[:4], x[4:].view(torch.int8)], y, src)
 
 
 def test_not_json_payload(signed, keys, pubs):

@@ -54,13 +54,15 @@ void sentry_register_crypto(py::module_& m) {
                              [](const PublicKey& k) { return curve_hash_name(k.curve()); })
       .def(
           "verify",
-          [](const PublicKey& k, const py::bytes& data, const py::bytes& signature) {
+          [](const PublicKey& k, const py::bytes& data, const py::bytes& signature,
+             const std::optional<std::string>& hash) {
             std::string_view d = view(data), s = view(signature);
             py::gil_scoped_release release;
-            return k.verify(d, s);
+            return hash ? k.verify(d, s, *hash) : k.verify(d, s);
           },
-          py::arg("data"), py::arg("signature"),
-          "True if signature (DER ECDSA) is valid for data; False for any bad signature.")
+          py::arg("data"), py::arg("signature"), py::arg("hash") = py::none(),
+          "True if signature (DER ECDSA) is valid for data; False for any bad signature. hash: "
+          "'SHA-256', 'SHA-384' or 'SHA-512' instead of the curve's (None).")
       .def(
           "raw_xy", [](const PublicKey& k) { return py::bytes(k.raw_xy()); },
           "x || y, big-endian, 64/96/132 bytes.");

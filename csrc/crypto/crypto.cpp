@@ -354,19 +354,38 @@ std::string PublicKey::pem() const {
 
 std::string PublicKey::hint() const { return sha256_hex(pem()); }
 
-bool PublicKey::verify(std::string_view data, std::string_view der_signature) const {
+namespace {
+const EVP_MD* hash_md(std::string_view name) {
+  if (name == "SHA-256") return EVP_sha256();
+  if (name == "SHA-384") return EVP_sha384();
+  if (name == "SHA-512") return EVP_sha512();
+  throw CryptoError("unknown hash '" + std::string(name) + "'; use SHA-256, SHA-384 or SHA-512");
+}
+
+bool verify_with(EVP_PKEY* key, const EVP_MD* md, std::string_view data,
+                 std::string_view der_signature) {
   ClearErrorsOnExit clear;
   // The longest DER signature on P-521 is 139 bytes; anything far longer is not one.
   if (!is_strict_der_signature(der_signature)) return false;
   MdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx) return false;
-  if (EVP_DigestVerifyInit(ctx.get(), nullptr, curve_md(curve_), nullptr, key_.get()) != 1) {
+  if (EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, key) != 1) {
     return false;
   }
   int rc = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(der_signature.data()),
                             der_signature.size(),
                             reinterpret_cast<const unsigned char*>(data.data()), data.size());
   return rc == 1;
+}
+}  // namespace
+
+bool PublicKey::verify(std::string_view data, std::string_view der_signature) const {
+  return verify_with(key_.get(), curve_md(curve_), data, der_signature);
+}
+
+bool PublicKey::verify(std::string_view data, std::string_view der_signature,
+                       std::string_view hash_name) const {
+  return verify_with(key_.get(), hash_md(hash_name), data, der_signature);
 }
 
 std::string PublicKey::raw_xy() const {

@@ -1,7 +1,6 @@
 // ECDSA P-256 verification cases for the GoogleTest suites of the P-256 core, on the CPU
 // (test_p256.cpp) and through the CUDA kernel (test_p256_cuda.cu): OpenSSL-signed ones, one-bit
-// flips of them, and the Wycheproof P-256/SHA-256 vectors (the JSON files of ../shared/vectors,
-// read without a JSON library: their layout is fixed and the case count is checked).
+// flips of them, and the Wycheproof P-256/SHA-256 vectors (JSON files of tests/vectors).
 #pragma once
 #include <gtest/gtest.h>
 #include <openssl/bn.h>
@@ -12,16 +11,14 @@
 #include <openssl/sha.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "../../csrc/crypto/openssl_ptr.h"
+#include "vector_files.h"
 
 namespace sentry {
 namespace test {
@@ -75,30 +72,6 @@ inline int flip_random_bit(Case* c, int part, std::mt19937_64& rng) {
   return bit;
 }
 
-// $SENTRY_VECTORS_DIR, else ../shared/vectors beside the source tree (a binary built on one
-// machine and run on another, the GPU one, is pointed at its copy).
-inline std::string vectors_dir() {
-  const char* env = std::getenv("SENTRY_VECTORS_DIR");
-  if (env != nullptr && *env != 0) return env;
-  return std::string(SENTRY_SOURCE_DIR) + "/../shared/vectors";
-}
-
-inline std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  EXPECT_TRUE(f.good()) << "cannot open " << path;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-inline std::vector<uint8_t> unhex(const std::string& h) {
-  std::vector<uint8_t> out(h.size() / 2);
-  for (size_t i = 0; i < out.size(); ++i) {
-    out[i] = uint8_t(std::stoi(h.substr(2 * i, 2), nullptr, 16));
-  }
-  return out;
-}
-
 struct WycheproofCase {
   int id;
   std::string key;  // uncompressed point, hex
@@ -106,45 +79,47 @@ struct WycheproofCase {
   std::string result;
 };
 
-// The string value after `"name" : "` at or after pos (the files' layout), or "" at the end.
-inline std::string string_field(const std::string& json, const std::string& name, size_t* pos) {
-  const std::string tag = "\"" + name + "\": \"";
-  const size_t at = json.find(tag, *pos);
-  if (at == std::string::npos) return "";
-  const size_t start = at + tag.size();
-  const size_t end = json.find('"', start);
-  *pos = end;
-  return json.substr(start, end - start);
-}
-
-// Walks the file in order: a group's "uncompressed" key applies to the tests after it; each
-// test is "tcId", then "msg", "sig" and "result". The count is checked against numberOfTests.
-inline std::vector<WycheproofCase> load_wycheproof(const std::string& name) {
-  const std::string json = read_file(vectors_dir() + "/" + name);
-  std::vector<WycheproofCase> cases;
+// Every test of the Wycheproof file at `path`, in order: a group's "uncompressed" key applies to
+// the tests after it; each test is "tcId", then "msg", "sig" and "result". The count is checked
+// against numberOfTests.
+inline ::testing::AssertionResult load_wycheproof(const std::string& path,
+                                                  std::vector<WycheproofCase>* cases) {
+  std::string json;
+  const auto read = read_vector_file(path, &json);
+  if (!read) return read;
+  auto malformed = [&](size_t at) {
+    return ::testing::AssertionFailure()
+           << path << " is not a Wycheproof ECDSA file as expected (at byte " << at << ")";
+  };
+  size_t pos = 0, expected = 0;
+  if (!next_number(json, "numberOfTests", &pos, &expected)) return malformed(pos);
+  cases->clear();
   std::string key;
-  size_t pos = 0;
   for (;;) {
-    const size_t next_key = json.find("\"uncompressed\": \"", pos);
-    const size_t next_test = json.find("\"tcId\": ", pos);
+    const size_t next_key = json.find("\"uncompressed\":", pos);
+    const size_t next_test = json.find("\"tcId\":", pos);
     if (next_test == std::string::npos) break;
-    if (next_key != std::string::npos && next_key < next_test) {
-      key = string_field(json, "uncompressed", &pos);
+    if (next_key < next_test) {
+      if (!next_field(json, "uncompressed", &pos, &key)) return malformed(pos);
       continue;
     }
     WycheproofCase c;
-    c.id = std::stoi(json.substr(next_test + 8));
-    pos = next_test + 8;
+    size_t id = 0;
+    std::string msg, sig;
+    if (!next_number(json, "tcId", &pos, &id) || !next_field(json, "msg", &pos, &msg) ||
+        !next_field(json, "sig", &pos, &sig) || !next_field(json, "result", &pos, &c.result) ||
+        !unhex(msg, &c.msg) || !unhex(sig, &c.sig) || key.empty()) {
+      return malformed(next_test);
+    }
+    c.id = int(id);
     c.key = key;
-    c.msg = unhex(string_field(json, "msg", &pos));
-    c.sig = unhex(string_field(json, "sig", &pos));
-    c.result = string_field(json, "result", &pos);
-    cases.push_back(std::move(c));
+    cases->push_back(std::move(c));
   }
-  const size_t n_at = json.find("\"numberOfTests\": ");
-  EXPECT_NE(n_at, std::string::npos);
-  EXPECT_EQ(cases.size(), size_t(std::stoi(json.substr(n_at + 17)))) << name;
-  return cases;
+  if (cases->size() != expected) {
+    return ::testing::AssertionFailure() << path << ": " << cases->size() << " tests read, "
+                                         << "numberOfTests says " << expected;
+  }
+  return ::testing::AssertionSuccess();
 }
 
 // r || s from a DER signature under OpenSSL's strict rules (parse, nothing left over, and the
@@ -169,8 +144,8 @@ inline bool der_to_raw(const std::vector<uint8_t>& der, uint8_t out[64]) {
 // does not parse (DER under OpenSSL's strict rules, or P1363 of another length than 64): such a
 // row never reaches verify.
 inline bool wycheproof_case(const WycheproofCase& c, bool der, Case* out) {
-  const auto key = unhex(c.key);
-  if (key.size() != 65 || key[0] != 4) {
+  std::vector<uint8_t> key;
+  if (!unhex(c.key, &key) || key.size() != 65 || key[0] != 4) {
     ADD_FAILURE() << "tcId " << c.id << ": the key is not an uncompressed point";
     return false;
   }

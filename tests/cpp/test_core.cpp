@@ -6,36 +6,19 @@
 #include <gtest/gtest.h>
 #include <openssl/sha.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
-#include <utility>
 #include <vector>
 
+#include "hash_references.h"
 #include "sha256.h"
 #include "tree_host.h"
+#include "vector_files.h"
 
 namespace {
 
-std::string hex(const uint8_t* p, size_t n) {
-  static const char* kHex = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s += kHex[p[i] >> 4];
-    s += kHex[p[i] & 15];
-  }
-  return s;
-}
-
-std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::vector<uint8_t> v(n);
-  for (auto& b : v) b = static_cast<uint8_t>(gen());
-  return v;
-}
+using namespace sentry_test;
 
 template <class Tree>
 std::string tree_hex(const std::vector<uint8_t>& data) {
@@ -46,37 +29,13 @@ std::string tree_hex(const std::vector<uint8_t>& data) {
 
 // ---- BLAKE3 ---------------------------------------------------------------------------------
 
-// (input_len, hash-mode digest) pairs of the official vectors. The file is simple enough that
-// finding each "input_len" and the "hash" after it is a complete parse for our purpose.
-std::vector<std::pair<size_t, std::string>> load_blake3_vectors() {
-  const std::string path =
-      std::string(SENTRY_SOURCE_DIR) + "/../shared/vectors/blake3_test_vectors.json";
-  std::ifstream f(path);
-  EXPECT_TRUE(f.good()) << "cannot open " << path;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string json = ss.str();
-
-  std::vector<std::pair<size_t, std::string>> cases;
-  size_t at = 0;
-  while ((at = json.find("\"input_len\"", at)) != std::string::npos) {
-    at = json.find(':', at) + 1;
-    const size_t len = std::stoull(json.substr(at, 32));
-    at = json.find("\"hash\"", at);
-    at = json.find('"', json.find(':', at)) + 1;
-    // Extended output: the 32-byte digest is the first 64 hex characters.
-    cases.emplace_back(len, json.substr(at, 64));
-  }
-  return cases;
-}
-
 TEST(Blake3, OfficialVectorsHashMode) {
-  const auto cases = load_blake3_vectors();
+  std::vector<std::pair<size_t, std::string>> cases;
+  ASSERT_TRUE(load_blake3_vectors(&cases));
   ASSERT_GE(cases.size(), 30u) << "too few vectors parsed";
   for (const auto& [len, expected] : cases) {
-    std::vector<uint8_t> input(len);
-    for (size_t i = 0; i < len; ++i) input[i] = static_cast<uint8_t>(i % 251);
-    EXPECT_EQ(tree_hex<sentry::Blake3Tree>(input), expected) << "input_len " << len;
+    EXPECT_EQ(tree_hex<sentry::Blake3Tree>(blake3_vector_input(len)), expected)
+        << "input_len " << len;
   }
 }
 
@@ -87,12 +46,6 @@ std::string core_sha256(const std::vector<uint8_t>& data) {
   uint8_t out[32];
   sentry::sha256::hash(data.data(), data.size(), state);
   sentry::sha256::digest_bytes(state, out);
-  return hex(out, 32);
-}
-
-std::string openssl_sha256(const uint8_t* p, size_t n) {
-  uint8_t out[32];
-  SHA256(p, n, out);
   return hex(out, 32);
 }
 
@@ -119,34 +72,6 @@ TEST(Sha256, MatchesOpenSSL) {
 }
 
 // ---- sha256-tree ----------------------------------------------------------------------------
-
-// RFC 9162 §2.1.1 MTH over the leaves [first, first + count) of `data` (4096-byte pieces).
-std::vector<uint8_t> mth(const std::vector<uint8_t>& data, size_t first, size_t count) {
-  constexpr size_t kLeaf = 4096;
-  std::vector<uint8_t> msg;
-  if (count == 1) {  // leaf: SHA-256(0x00 || piece)
-    const size_t begin = first * kLeaf;
-    const size_t end = std::min(data.size(), begin + kLeaf);
-    msg.push_back(0x00);
-    msg.insert(msg.end(), data.begin() + begin, data.begin() + end);
-  } else {  // node: SHA-256(0x01 || MTH(left k) || MTH(rest)), k largest power of two < count
-    size_t k = 1;
-    while (2 * k < count) k *= 2;
-    const auto left = mth(data, first, k), right = mth(data, first + k, count - k);
-    msg.push_back(0x01);
-    msg.insert(msg.end(), left.begin(), left.end());
-    msg.insert(msg.end(), right.begin(), right.end());
-  }
-  std::vector<uint8_t> out(32);
-  SHA256(msg.data(), msg.size(), out.data());
-  return out;
-}
-
-std::string reference_sha256_tree(const std::vector<uint8_t>& data) {
-  if (data.empty()) return openssl_sha256(nullptr, 0);  // the spec: SHA-256 of ""
-  const auto root = mth(data, 0, (data.size() + 4095) / 4096);
-  return hex(root.data(), 32);
-}
 
 TEST(Sha256Tree, MatchesRecursiveRfc9162) {
   const size_t lengths[] = {0,        1,        63,       64,           4095,

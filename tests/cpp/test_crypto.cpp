@@ -154,6 +154,13 @@ TEST(Crypto, VerifiesOpenSslSignaturesWithTheCurvesHash) {
     EXPECT_TRUE(pub.verify(data, sign_with(c.md())));
     if (c.md != EVP_sha256) EXPECT_FALSE(pub.verify(data, sign_with(EVP_sha256())));
     else EXPECT_FALSE(pub.verify(data, sign_with(EVP_sha512())));
+    // An explicit hash (model_signing v0.2 used SHA-256 on every curve): only that one.
+    const std::string by_sha256 = sign_with(EVP_sha256()), by_sha512 = sign_with(EVP_sha512());
+    EXPECT_TRUE(pub.verify(data, by_sha256, "SHA-256"));
+    EXPECT_TRUE(pub.verify(data, by_sha512, "SHA-512"));
+    EXPECT_FALSE(pub.verify(data, by_sha512, "SHA-256"));
+    EXPECT_FALSE(pub.verify(data + "x", by_sha256, "SHA-256"));
+    EXPECT_THROW(pub.verify(data, by_sha256, "MD5"), CryptoError);
   }
 }
 

@@ -13,6 +13,7 @@
 #include <openssl/obj_mac.h>
 #include <openssl/sha.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -651,7 +652,8 @@ TEST(P256Verify, ResultAtInfinityIsRejected) {
 // ---- Wycheproof -----------------------------------------------------------------------------
 
 void check_wycheproof(const std::string& file, bool der) {
-  const auto cases = sentry::test::load_wycheproof(file);
+  std::vector<sentry::test::WycheproofCase> cases;
+  ASSERT_TRUE(sentry::test::load_wycheproof(sentry::test::vector_path(file), &cases));
   ASSERT_FALSE(cases.empty());
   int valid = 0, invalid = 0, unparsed = 0;
   for (const auto& c : cases) {
@@ -674,6 +676,30 @@ TEST(P256Wycheproof, DerCases) {
 }
 TEST(P256Wycheproof, P1363Cases) {
   check_wycheproof("wycheproof_ecdsa_secp256r1_sha256_p1363_test.json", false);
+}
+
+// A missing or cut-short vector file is a failure that names the file, not an exception.
+TEST(P256Wycheproof, MissingOrTruncatedFileIsANamedFailure) {
+  std::vector<sentry::test::WycheproofCase> cases;
+  const std::string nowhere = sentry::test::vector_path("no_such_file.json");
+  const auto missing = sentry::test::load_wycheproof(nowhere, &cases);
+  EXPECT_FALSE(missing);
+  EXPECT_NE(std::string(missing.message()).find(nowhere), std::string::npos)
+      << missing.message();
+
+  const std::string name = "wycheproof_ecdsa_secp256r1_sha256_test.json";
+  std::string whole;
+  ASSERT_TRUE(sentry::test::read_vector_file(sentry::test::vector_path(name), &whole));
+  const std::string cut = ::testing::TempDir() + "/sentry_truncated_" + name;
+  // Cut inside a test's "sig" value, and just after a "tcId": both once broke the reader.
+  for (const size_t at : {whole.find("\"sig\": \"") + 12, whole.find("\"tcId\":") + 7}) {
+    std::ofstream(cut, std::ios::binary) << whole.substr(0, at);
+    const auto truncated = sentry::test::load_wycheproof(cut, &cases);
+    EXPECT_FALSE(truncated) << "cut at byte " << at;
+    EXPECT_NE(std::string(truncated.message()).find(cut), std::string::npos)
+        << truncated.message();
+  }
+  std::remove(cut.c_str());
 }
 
 }  // namespace

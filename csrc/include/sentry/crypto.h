@@ -67,6 +67,10 @@ class PublicKey {
   // an exception, for every bad signature: wrong, malformed, non-canonical DER, trailing bytes,
   // r or s outside [1, n-1], any length.
   bool verify(std::string_view data, std::string_view der_signature) const;
+  // The same with another hash than the curve's ("SHA-256", "SHA-384" or "SHA-512"; anything
+  // else throws CryptoError): model_signing v0.2 signed with SHA-256 on every curve.
+  bool verify(std::string_view data, std::string_view der_signature,
+              std::string_view hash_name) const;
 
   // x || y, big-endian, each padded to the coordinate size: 64, 96 or 132 bytes.
   std::string raw_xy() const;

@@ -12,41 +12,11 @@
 
 #include "../../core/tree.h"
 #include "../hash_common.h"
-#include "blake3_simd.h"
-#include "sha256_openssl.h"
+#include "leaves.h"
 
 namespace sentry {
 namespace cpu {
 namespace {
-
-using Node = uint32_t[8];
-
-struct HostLoader {
-  const uint8_t* base;
-  uint8_t byte(uint64_t offset) const { return base[offset]; }
-  void load_le(uint64_t offset, uint32_t w[16]) const { memcpy(w, base + offset, 64); }
-};
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the host loader assumes little-endian");
-
-// Leaves [first, first + count) of one segment into nodes.
-template <class Tree>
-void hash_leaves(const Segment& seg, uint64_t first, uint64_t count, Node* nodes) {
-  const HostLoader ld{seg.data};
-  for (uint64_t k = 0; k < count; ++k) hash_leaf<Tree>(ld, seg.nbytes, first + k, nodes[k]);
-}
-
-template <>
-void hash_leaves<Blake3Tree>(const Segment& seg, uint64_t first, uint64_t count, Node* nodes) {
-  uint64_t done = 0;
-  const uint64_t full_chunks = seg.nbytes / blake3::kChunkLen;
-  if (full_chunks > 1 && first < full_chunks) {  // more than one chunk: no leaf is the root
-    const uint64_t full_here = std::min(count, full_chunks - first);
-    done = blake3_full_chunks(seg.data + first * blake3::kChunkLen, first, full_here, nodes);
-  }
-  const HostLoader ld{seg.data};
-  for (uint64_t k = done; k < count; ++k)
-    hash_leaf<Blake3Tree>(ld, seg.nbytes, first + k, nodes[k]);
-}
 
 template <class Tree>
 void hash_segments(const std::vector<Segment>& segs, uint8_t* digests) {
@@ -74,7 +44,7 @@ void hash_segments(const std::vector<Segment>& segs, uint8_t* digests) {
       const Segment& seg = segs[items[it].seg];
       const uint64_t first = items[it].group * kGroupLeaves;
       const uint64_t count = std::min(kGroupLeaves, leaf_count<Tree>(seg.nbytes) - first);
-      hash_leaves<Tree>(seg, first, count, nodes);
+      hash_leaves<Tree>(seg.data + first * Tree::kLeafBytes, seg.nbytes, first, count, nodes);
       const bool whole = groups[items[it].seg] == 1;
       reduce_nodes<Tree>(nodes, count, whole);
       if (whole) {

@@ -13,36 +13,18 @@
 #include <cstring>
 
 #include "../subtree_common.h"
-#include "blake3_simd.h"
-#include "sha256_openssl.h"
+#include "leaves.h"
 
 namespace sentry {
 namespace cpu {
 namespace {
 
-using Node = uint32_t[8];
-
+// Whole leaves [first, first + count) of one shard into their slots. Leaf g's bytes start at
+// g * L of the full input, g * L - start of the shard.
 template <class Tree>
 void hash_shard_leaves(const ShardPlan& p, uint64_t first, uint64_t count, Node* slots) {
-  // Leaf g's bytes start at g * L of the full input, g * L - start of the shard.
-  const BytewiseLoader ld{p.data};
-  uint64_t k = 0;
-  if constexpr (std::is_same_v<Tree, Blake3Tree>) {
-    // Whole 1024-byte chunks through the SIMD lanes; never the root here (the tree has more
-    // than one leaf, or there would be no whole leaf to hash).
-    const uint64_t full_end = p.total / Tree::kLeafBytes;  // leaves below this one are full
-    const uint64_t full = first < full_end ? std::min(count, full_end - first) : 0;
-    if (full > 0)
-      k = blake3_full_chunks(p.data + first * Tree::kLeafBytes - p.start, first, full,
-                             slots + (first - p.leaves.first));
-  }
-  for (; k < count; ++k) {
-    const uint64_t g = first + k;
-    const uint64_t left = p.total - g * Tree::kLeafBytes;
-    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(left, Tree::kLeafBytes));
-    Tree::leaf(ld, g * Tree::kLeafBytes - p.start, len, g, /*root=*/false,
-               slots[g - p.leaves.first]);
-  }
+  hash_leaves<Tree>(p.data + first * Tree::kLeafBytes - p.start, p.total, first, count,
+                    slots + (first - p.leaves.first));
 }
 
 // Nodes [lo, hi) of level l of one shard, each from its two children, in place: the node over
