@@ -3,12 +3,16 @@
 * forward pass, batch x seq tokens, with and without an IntegrityGuard hook (blake3): median
   time of each (CUDA events on a GPU), and the overhead in percent; the same with the check
   inside a torch.compile'd step (--compile);
+* check()'s host cost: GPT-2's 149 tensors shrunk to a few bytes each, on the CPU, so what is
+  timed is the Python work of finding the tensors and checking the module's structure, which a
+  GPU check adds to its launch time (the hash_tensors call alone is timed beside it);
 * check_replicas and verify_sharded (rows of every tensor split evenly over the ranks) over
   torch.distributed: median time and bytes each rank sends.
 
     python benchmarks/bench_guard.py --device cuda
     torchrun --nproc-per-node=2 benchmarks/bench_guard.py --device cuda     # NCCL
     python benchmarks/bench_guard.py --device cpu --batch 1 --seq 64 --iters 3  # smoke test
+    python benchmarks/bench_guard.py --host-only    # check()'s Python cost only, no GPU needed
 
 Without torchrun the distributed checks run as a world of one. The model is transformers'
 GPT2LMHeadModel(GPT2Config()) (random weights, nothing downloaded) when transformers is
@@ -19,6 +23,7 @@ import json
 import os
 import statistics
 import time
+import timeit
 
 import torch
 import torch.nn.functional as F
@@ -175,6 +180,33 @@ def bench_forward(model, args, device, timer, out):
                                    "steady_overhead_pct": 100 * (steady[1] - steady[0]) / steady[0]}
 
 
+def bench_host(out, calls=2000, repeats=15):
+    """Microseconds per check() and per bare hash_tensors call on a tiny CPU GPT-2: the best of
+    `repeats` runs of `calls` calls, the two alternated, in this thread's CPU time (so that other
+    work on a shared machine does not count)."""
+    torch.manual_seed(0)
+    model = StandInGPT2(vocab=8, positions=8, d=4, layers=12, heads=2).eval()
+    guard = IntegrityGuard.snapshot(model)
+    tensors = guard._tensors()
+    hash_tensors = torch.ops.sentry.hash_tensors.default
+    check, bare = [], []
+    for _ in range(repeats):
+        check.append(timeit.Timer(guard.check, timer=time.thread_time).timeit(calls) / calls * 1e6)
+        bare.append(timeit.Timer(lambda: hash_tensors(tensors, "blake3"), timer=time.thread_time)
+                    .timeit(calls) / calls * 1e6)
+    assert guard.passed()
+    out["host"] = {"tensors": len(guard.names),
+                   "modules": sum(1 for _ in model.named_modules(remove_duplicate=False)),
+                   "check_us": min(check), "hash_us": min(bare),
+                   "overhead_us": min(check) - min(bare)}
+
+
+def print_host(h):
+    print(f"check() host cost, tiny CPU GPT-2 ({h['tensors']} names, {h['modules']} modules): "
+          f"{h['check_us']:.1f} us per call, of which hash_tensors {h['hash_us']:.1f} us; "
+          f"Python overhead {h['overhead_us']:.1f} us")
+
+
 def bench_distributed(model, args, out):
     import torch.distributed as dist
 
@@ -225,9 +257,15 @@ def main():
     p.add_argument("--dist-iters", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="also time a torch.compile'd step")
     p.add_argument("--no-distributed", action="store_true")
+    p.add_argument("--host-only", action="store_true", help="only check()'s host cost (CPU)")
     p.add_argument("--json", help="write the results here (rank 0)")
     args = p.parse_args()
 
+    if args.host_only:
+        out = {}
+        bench_host(out)
+        print_host(out["host"])
+        return
     torch.backends.cuda.matmul.allow_tf32 = True
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(args.device)
@@ -243,6 +281,7 @@ def main():
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     bench_forward(model, args, device, Timer(device), out)
+    bench_host(out)
     if not args.no_distributed:
         bench_distributed(model, args, out)
     if local_rank == 0 and (not os.environ.get("RANK") or os.environ["RANK"] == "0"):
@@ -254,6 +293,7 @@ def main():
               f"{f['hashed_bytes'] / 1e6:.0f} MB hashed)")
         print(f"  steady state ({args.burst} back to back): {f['steady_plain_ms']:.2f} ms; guarded "
               f"{f['steady_guarded_ms']:.2f} ms; overhead {f['steady_overhead_pct']:+.1f}%")
+        print_host(out["host"])
         if "forward_compiled" in out:
             c = out["forward_compiled"]
             print(f"compiled step: {c['plain_ms']:.2f} ms; with check {c['guarded_ms']:.2f} ms; "

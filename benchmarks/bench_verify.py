@@ -17,15 +17,18 @@ the median of each step verify_model reports.
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
 import torch
 
-from sentry_ops import _C, hash_tensors
-from sentry.crypto import PrivateKey
-from sentry.models import shaped_state_dict, state_dict_bytes
-from sentry.signing import sign_model, verify_model
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
+
+from sentry_ops import _C, hash_tensors  # noqa: E402
+from sentry.crypto import PrivateKey  # noqa: E402
+from sentry.models import MODELS, shaped_state_dict, state_dict_bytes  # noqa: E402
+from sentry.signing import sign_model, verify_model  # noqa: E402
 
 TARGETS = {"gpt2-xl": ("hash + 1 ms", lambda hash_ms: hash_ms + 1.0),
            "resnet152": ("1.5 ms", lambda hash_ms: 1.5)}
@@ -90,7 +93,7 @@ def bench(model, device, algorithm, reps):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["gpt2-xl", "resnet152"])
+    p.add_argument("--models", nargs="+", default=["gpt2-xl", "resnet152"], choices=MODELS)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--algorithm", default="blake3")
     p.add_argument("--reps", type=int, default=30)

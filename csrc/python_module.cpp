@@ -6,6 +6,7 @@
 #include "crypto/bindings.h"
 #include "io/bindings.h"
 #include "io/loader_bindings.h"
+#include "ops/run_plan.h"
 
 #ifndef SENTRY_BUILT_TORCH_VERSION
 #define SENTRY_BUILT_TORCH_VERSION "unknown"
@@ -32,4 +33,11 @@ PYBIND11_MODULE(_C, m) {
   sentry_register_io(m);
   // sentry_ops._C.loader: verified loading of signed safetensors files (csrc/io/loader.h).
   sentry_register_loader(m);
+  // The host planners of the run-based sharded hash (ops/run_plan.h), for sentry.syncplan.
+  m.def("plan_runs", &sentry::plan_runs, "run plan (header, body) of one rank's byte runs",
+        pybind11::arg("runs"), pybind11::arg("algorithm"), pybind11::arg("with_edges") = true);
+  m.def("plan_finish", &sentry::plan_finish,
+        "finish plan (header, body, segments) of the trees to finish from gathered messages",
+        pybind11::arg("trees"), pybind11::arg("items"), pybind11::arg("leaves"),
+        pybind11::arg("fragments"), pybind11::arg("algorithm"));
 }

@@ -1,7 +1,7 @@
 """Sentry: integrity for machine-learning artifacts, checked where they live (CPU or GPU)."""
 from sentry_ops import ALGORITHMS, digests_hex, hash_rows, hash_tensors
 
-from . import checkpoint, crypto, data, dataset, distributed, ecdsa
+from . import checkpoint, crypto, data, dataset, distributed, ecdsa, weightsync
 from .data import get_image_dataloader, verify_dataset
 from .dataset import DatasetChecker, build_manifest, load_manifest, sign_manifest, verify_samples
 from .errors import DependencyError, FormatError, SentryError, SentryWarning, VerificationError
@@ -17,4 +17,4 @@ __all__ = ["ALGORITHMS", "hash_tensors", "hash_rows", "digests_hex", "sign_model
            "SentryError", "DependencyError", "SentryWarning",
            "crypto", "dataset", "ecdsa", "build_manifest", "sign_manifest", "load_manifest",
            "DatasetChecker", "verify_samples", "verify_dataset", "get_image_dataloader",
-           "IntegrityGuard", "checkpoint", "distributed", "__version__"]
+           "IntegrityGuard", "checkpoint", "distributed", "weightsync", "__version__"]

@@ -16,14 +16,16 @@ class VerificationError(SentryError):
     """A signature or digest check failed. Lists what differed, by tensor or file name.
 
     changed: names whose digest (or dtype/shape) differs; missing: signed but absent;
-    unexpected: present but not signed. ``shown`` maps a name to how the message shows it (a
+    unexpected: present but not signed; ranks: in the distributed checks, the ranks whose bytes
+    (or layout) are at fault. ``shown`` maps a name to how the message shows it (a
     single-file model's resource ``.`` is shown as the file).
     """
 
-    def __init__(self, message, *, changed=(), missing=(), unexpected=(), shown=None):
+    def __init__(self, message, *, changed=(), missing=(), unexpected=(), ranks=(), shown=None):
         self.changed = list(changed)
         self.missing = list(missing)
         self.unexpected = list(unexpected)
+        self.ranks = sorted(set(ranks))
         details = []
         for label, names in (("changed", self.changed), ("missing", self.missing),
                              ("unexpected", self.unexpected)):

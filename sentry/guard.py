@@ -9,6 +9,8 @@ failed check also fires torch._assert_async: a device-side assert on CUDA (the C
 lost, as with any device assert), an immediate RuntimeError on the CPU. Reading the answer
 (passed(), report(), verify()) is the only host sync, and happens only when asked for.
 """
+import operator
+
 import torch
 
 from sentry_ops import digests_hex
@@ -21,18 +23,131 @@ _ASSERT_MESSAGE = ("sentry.IntegrityGuard: a guarded tensor differs from its tru
                    "(guard.report() names it)")
 
 
-def _locate(module):
-    """{state_dict name: (owning module, attribute)} of parameters and persistent buffers."""
+_TABLES = ("_parameters", "_buffers", "_modules")
+
+
+def _walk(root):
+    """The module tree as state_dict() walks it: [(prefix, module)] in named_modules order
+    (remove_duplicate=False: a module reached twice is there twice) and every parameter and
+    buffer slot [(module index, table, key, value, guarded)], guarded when its value belongs in
+    the state dict (not None, not a non-persistent buffer). Plain Python, so that dynamo traces
+    it (and guards on what it reads) when check() is compiled."""
+    modules, slots = [], []
+    for prefix, module in root.named_modules(remove_duplicate=False):
+        index = len(modules)
+        modules.append((prefix, module))
+        for key, value in module._parameters.items():
+            slots.append((index, "_parameters", key, value, value is not None))
+        off = module._non_persistent_buffers_set
+        for key, value in module._buffers.items():
+            slots.append((index, "_buffers", key, value, value is not None and key not in off))
+    return modules, slots
+
+
+def _named(modules, slots):
+    """{state dict name: slot index} of the guarded slots."""
     where = {}
-    for prefix, m in module.named_modules(remove_duplicate=False):
-        dot = prefix + "." if prefix else ""
-        for key, p in m._parameters.items():
-            if p is not None:
-                where[dot + key] = (m, "_parameters", key)
-        for key, b in m._buffers.items():
-            if b is not None and key not in m._non_persistent_buffers_set:
-                where[dot + key] = (m, "_buffers", key)
+    for s, (index, _table, key, _value, guarded) in enumerate(slots):
+        if guarded:
+            prefix = modules[index][0]
+            name = prefix + "." + key if prefix else key
+            if where.setdefault(name, s) != s:
+                raise FormatError(f"two tensors of the module are named '{name}'")
     return where
+
+
+def _state(module):
+    """(its _Structure, the state dict's names sorted, their tensors)."""
+    structure = _Structure(module)
+    names = sorted(module.state_dict(keep_vars=True))
+    lost = [n for n in names if n not in structure.where]
+    if lost:
+        raise FormatError(f"cannot find state dict entries {lost[:5]} among the module's "
+                          "parameters and buffers (a custom state_dict?)")
+    return structure, names, list(structure.picker(names)(structure.find()))
+
+
+def _current(root):
+    """{state dict name: tensor} as the module is now."""
+    modules, slots = _walk(root)
+    return {name: slots[s][3] for name, s in _named(modules, slots).items()}
+
+
+def _pick(indices):
+    """A C-speed function taking a sequence to the tuple of its items at `indices`."""
+    if not indices:
+        return lambda _seq: ()
+    if len(indices) == 1:
+        return lambda seq, i=indices[0]: (seq[i],)
+    return operator.itemgetter(*indices)
+
+
+class _Structure:
+    """A walk of the module (_walk), and what to look at to see, with host-side lookups only,
+    that a new walk would find the same slots: find() does that with map() and operator, a few C
+    calls per module and per slot, instead of walking again in Python.
+
+    It compares: every module is still its parent's child under its key; every _parameters,
+    _buffers and _modules table keeps its length; every known slot is still there, still None
+    or not None, and every buffer keeps its persistence. Equal lengths with every known key
+    present mean that no key was added or removed, so the walk's names are unchanged.
+    """
+
+    def __init__(self, root):
+        modules, slots = _walk(root)
+        self.where = _named(modules, slots)
+        self.names = sorted(self.where)
+        objects = [m for _, m in modules]
+        n = len(objects)
+        index = {prefix: i for i, (prefix, _) in enumerate(modules)}
+        child_of = [(index[prefix.rpartition(".")[0]], prefix.rpartition(".")[2], m)
+                    for prefix, m in modules[1:]]
+        empty_children = [(i, k) for i, m in enumerate(objects)
+                          for k, c in m._modules.items() if c is None]
+        # tables[t * n + i] is module i's table _TABLES[t]
+        self._table_owners = objects * len(_TABLES)
+        self._table_names = [t for t in _TABLES for _ in range(n)]
+        self._sizes = [len(getattr(m, t)) for t, m in zip(self._table_names, self._table_owners)]
+        self._parent_tables = _pick([2 * n + p for p, _, _ in child_of])
+        self._child_keys = [k for _, k, _ in child_of]
+        self._children = [c for _, _, c in child_of]
+        self._empty_tables = _pick([2 * n + i for i, _ in empty_children])
+        self._empty_keys = [k for _, k in empty_children]
+        self._slot_tables = _pick([_TABLES.index(t) * n + i for i, t, _, _, _ in slots])
+        self._slot_keys = [k for _, _, k, _, _ in slots]
+        self._nones = [None] * max(len(slots), len(empty_children))
+        self._none_pattern = [v is None for _, _, _, v, _ in slots]
+        buffers = [(objects[i], k) for i, t, k, _, _ in slots if t == "_buffers"]
+        self._buffer_owners = [m for m, _ in buffers]
+        self._buffer_keys = [k for _, k in buffers]
+        self._buffer_off = [k in m._non_persistent_buffers_set for m, k in buffers]
+
+    def picker(self, names):
+        """A function taking find()'s values to the tensors of `names`."""
+        return _pick([self.where[n] for n in names])
+
+    def find(self):
+        """Every slot's value as it is now, or None when the module's structure changed."""
+        try:
+            tables = list(map(getattr, self._table_owners, self._table_names))
+            if (list(map(len, tables)) != self._sizes
+                    or not all(map(operator.is_, map(operator.getitem, self._parent_tables(tables),
+                                                     self._child_keys), self._children))
+                    or not all(map(operator.is_, map(operator.getitem, self._empty_tables(tables),
+                                                     self._empty_keys), self._nones))):
+                return None
+            values = list(map(operator.getitem, self._slot_tables(tables), self._slot_keys))
+            if (list(map(operator.is_, values, self._nones)) != self._none_pattern
+                    or list(map(operator.contains, map(_OFF, self._buffer_owners),
+                                self._buffer_keys)) != self._buffer_off):
+                return None
+        except (KeyError, TypeError, AttributeError):  # a key gone, a table replaced
+            return None
+        return values
+
+
+_OFF = operator.attrgetter("_non_persistent_buffers_set")
+_LAYOUT = operator.attrgetter("dtype", "shape")
 
 
 class IntegrityGuard:
@@ -56,16 +171,10 @@ class IntegrityGuard:
             raise FormatError(f"on_failure must be 'flag' or 'assert', got {on_failure!r}")
         self.module = module
         self.on_failure = on_failure
-        where = _locate(module)
-        names = sorted(module.state_dict(keep_vars=True))
-        lost = [n for n in names if n not in where]
-        if lost:
-            raise FormatError(f"cannot find state dict entries {lost[:5]} among the module's "
-                              "parameters and buffers (a custom state_dict?)")
+        structure, names, tensors = _state(module)
         self.names = names
-        self._where = [where[n] for n in names]
+        self._walked = structure.names  # a re-walk must find these names, no more, no fewer
         self._aliases = []
-        tensors = self._all_tensors()
         devices = {t.device for t in tensors}
         if len(devices) > 1:
             raise FormatError(f"the module's tensors are on several devices {sorted(map(str, devices))};"
@@ -103,6 +212,9 @@ class IntegrityGuard:
             self._groups[j].append(self.names[i])
         self._expected = want[self._unique].to(device)
         self._layout = [(tensors[i].dtype, tuple(tensors[i].shape)) for i in self._unique]
+        self._pick_unique = _pick(self._unique)
+        self._pick_tied = _pick([i for i, _ in self._aliases]), _pick([j for _, j in self._aliases])
+        self._adopt(structure)
         self.ok = torch.ones((), dtype=torch.bool, device=device)
         self._hook = None
         if hook:
@@ -111,9 +223,7 @@ class IntegrityGuard:
     @classmethod
     def snapshot(cls, module, algorithm="blake3", **kwargs):
         """A guard trusting the module's tensors as they are now (e.g. after an optimizer step)."""
-        names = sorted(module.state_dict(keep_vars=True))
-        where = _locate(module)
-        tensors = [getattr(where[n][0], where[n][1])[where[n][2]] for n in names]
+        _, _, tensors = _state(module)
         with torch.no_grad():
             digests = torch.ops.sentry.hash_tensors.default(tensors, algorithm)
         return cls(module, digests, algorithm=algorithm, **kwargs)
@@ -134,25 +244,79 @@ class IntegrityGuard:
                                     "digests", changed=changed, missing=missing,
                                     unexpected=unexpected)
 
-    def _all_tensors(self):
-        # Looked up on every call (dict lookups, cheap): a parameter replaced since the guard
-        # was built is the one checked.
-        return [getattr(owner, table)[key] for owner, table, key in self._where]
+    def _adopt(self, structure):
+        self._structure = structure
+        self._pick_all = structure.picker(self.names)
+
+    def _find(self):
+        """(the distinct tensors, None), or (None, why) when the module no longer holds tensors of
+        the guarded names, dtypes and shapes: why = (message, changed, missing, unexpected).
+
+        Eager: the _Structure's cheap look, and a new walk when it says the structure changed (a
+        submodule or tensor swapped in under the same name is then the one hashed). Compiled:
+        a plain walk, traced once; dynamo guards on what it reads, so a changed structure
+        recompiles and comes back here."""
+        if torch.compiler.is_compiling():  # dynamo runs neither itemgetter nor map(is_, ...)
+            current = _current(self.module)
+            walked = sorted(current)
+            if walked != self._walked:
+                return None, self._names_changed(walked)
+            tensors = [current[n] for n in self.names]
+            tied = all(tensors[i] is tensors[j] for i, j in self._aliases)
+            distinct = [tensors[i] for i in self._unique]
+            layout = [(t.dtype, tuple(t.shape)) for t in distinct]
+        else:
+            values = self._structure.find()
+            if values is None:
+                structure = _Structure(self.module)
+                if structure.names != self._walked:
+                    return None, self._names_changed(structure.names)
+                self._adopt(structure)
+                values = structure.find()
+                if values is None:
+                    raise FormatError("IntegrityGuard: cannot follow the module's structure "
+                                      "(a _parameters, _buffers or _modules that is not a dict?)")
+            tensors = self._pick_all(values)
+            first, second = self._pick_tied
+            tied = all(map(operator.is_, first(tensors), second(tensors)))
+            distinct = self._pick_unique(tensors)
+            layout = list(map(_LAYOUT, distinct))  # (dtype, torch.Size): equal to the tuples
+        if not tied:
+            untied = sorted({self.names[k] for i, j in self._aliases
+                             if tensors[i] is not tensors[j] for k in (i, j)})
+            return None, ("tied tensors are no longer one tensor; build a new guard",
+                          untied, [], [])
+        if layout != self._layout:  # host metadata only: no sync
+            bad = [n for i, now, want in zip(self._unique, layout, self._layout)
+                   if now != want for n in self._groups[i]]
+            return None, ("tensors changed dtype or shape", sorted(bad), [], [])
+        return distinct, None
+
+    def _names_changed(self, walked):
+        unexpected = sorted(set(walked) - set(self._walked))
+        hint = ""
+        if any(n.startswith("parametrizations.") or ".parametrizations." in n
+               for n in unexpected):
+            hint = (" (torch.nn.utils.parametrize moved a guarded tensor under "
+                    "'parametrizations': the forward now computes it from other tensors)")
+        return ("tensors were added to or removed from the module since the guard was built"
+                + hint, [], sorted(set(self._walked) - set(walked)), unexpected)
+
+    @staticmethod
+    def _error(why):
+        message, changed, missing, unexpected = why
+        return VerificationError("IntegrityGuard: " + message, changed=changed, missing=missing,
+                                 unexpected=unexpected)
 
     def _tensors(self):
-        """The distinct tensors, one per group of tied names."""
-        tensors = self._all_tensors()
-        for i, j in self._aliases:
-            if tensors[i] is not tensors[j]:
-                raise VerificationError("IntegrityGuard: tied tensors are no longer one tensor; "
-                                        "build a new guard", changed=[self.names[j], self.names[i]])
-        return [tensors[i] for i in self._unique]
+        """The distinct tensors, one per group of tied names; VerificationError if the module
+        no longer holds the guarded ones."""
+        tensors, why = self._find()
+        if why is not None:
+            raise self._error(why)
+        return list(tensors)
 
     def _digests(self, tensors):
-        layout = [(t.dtype, tuple(t.shape)) for t in tensors]
-        if layout != self._layout:  # host metadata only: no sync
-            bad = [self.names[i] for i, a, b in zip(self._unique, layout, self._layout) if a != b]
-            raise VerificationError("IntegrityGuard: tensors changed dtype or shape", changed=bad)
         with torch.no_grad():
             return torch.ops.sentry.hash_tensors.default(tensors, self.algorithm)
 
@@ -165,9 +329,19 @@ class IntegrityGuard:
         return want
 
     def check(self):
-        """0-dim bool tensor on the module's device: True when every tensor matches. No sync."""
-        digests = self._digests(self._tensors())
-        ok = (digests == self._want(digests)).all()
+        """0-dim bool tensor on the module's device: True when every tensor matches. No sync.
+
+        When the module no longer holds the guarded names, dtypes and shapes (or tied tensors
+        were untied), eager check() raises VerificationError naming them; compiled, it returns
+        False (a graph cannot raise) and report() names them."""
+        tensors, why = self._find()
+        if why is not None:
+            if not torch.compiler.is_compiling():
+                raise self._error(why)
+            ok = torch.zeros((), dtype=torch.bool, device=self._expected.device)
+        else:
+            digests = self._digests(tensors)
+            ok = (digests == self._want(digests)).all()
         if self.on_failure == "assert":
             torch._assert_async(ok, _ASSERT_MESSAGE)
         return ok
@@ -207,13 +381,20 @@ class IntegrityGuard:
         return bool(self.ok.item())
 
     def report(self):
-        """Names of the tensors that differ now (hashes again; host sync)."""
-        digests = self._digests(self._tensors())
+        """Names of the tensors that differ now (hashes again; host sync), added and removed
+        ones included."""
+        tensors, why = self._find()
+        if why is not None:
+            return sorted(set(why[1]) | set(why[2]) | set(why[3]))
+        digests = self._digests(tensors)
         differs = (digests != self._want(digests)).any(dim=1).cpu().tolist()
         return sorted(n for j, bad in zip(self._unique, differs) if bad for n in self._groups[j])
 
     def verify(self):
         """Raises VerificationError naming the tensors that differ now (host sync)."""
+        tensors, why = self._find()
+        if why is not None:
+            raise self._error(why)
         changed = self.report()
         if changed:
             raise VerificationError("IntegrityGuard: the module differs from its trusted digests",

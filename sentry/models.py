@@ -33,12 +33,7 @@ def shaped_state_dict(model, device="cpu", seed=0):
     shapes = model_shapes()
     if model not in shapes:
         raise ValueError(f"unknown model '{model}'; known: {', '.join(sorted(shapes))}")
-    generator = torch.Generator(device=device).manual_seed(seed)
-    out = {}
-    for key, dtype, shape in shapes[model]:
-        t = torch.empty(shape, dtype=getattr(torch, dtype), device=device)
-        out[key] = _fill_random_(t, generator)
-    return out
+    return state_dict_of(shapes[model], device, seed)
 
 
 def real_state_dict(model, device="cpu"):
@@ -68,3 +63,31 @@ def _real_state_dict(model):
 
 def state_dict_bytes(state_dict):
     return sum(t.numel() * t.element_size() for t in state_dict.values())
+
+
+def llama_shapes(hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8, vocab=128256,
+                 dtype="bfloat16"):
+    """[(key, dtype, shape)] of a Llama decoder in transformers' LlamaForCausalLM naming, no
+    download needed; the defaults are Llama-3-8B's (8.0B parameters, lm_head untied)."""
+    head_dim = hidden // heads
+    out = [("model.embed_tokens.weight", dtype, [vocab, hidden])]
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        out += [(f"{p}.self_attn.q_proj.weight", dtype, [heads * head_dim, hidden]),
+                (f"{p}.self_attn.k_proj.weight", dtype, [kv_heads * head_dim, hidden]),
+                (f"{p}.self_attn.v_proj.weight", dtype, [kv_heads * head_dim, hidden]),
+                (f"{p}.self_attn.o_proj.weight", dtype, [hidden, heads * head_dim]),
+                (f"{p}.mlp.gate_proj.weight", dtype, [intermediate, hidden]),
+                (f"{p}.mlp.up_proj.weight", dtype, [intermediate, hidden]),
+                (f"{p}.mlp.down_proj.weight", dtype, [hidden, intermediate]),
+                (f"{p}.input_layernorm.weight", dtype, [hidden]),
+                (f"{p}.post_attention_layernorm.weight", dtype, [hidden])]
+    out += [("model.norm.weight", dtype, [hidden]), ("lm_head.weight", dtype, [vocab, hidden])]
+    return out
+
+
+def state_dict_of(shapes, device="cpu", seed=0):
+    """{key: tensor} of [(key, dtype, shape)] with random values (the same for the same seed)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return {key: _fill_random_(torch.empty(shape, dtype=getattr(torch, dtype), device=device),
+                               generator) for key, dtype, shape in shapes}

@@ -105,12 +105,22 @@ def sign_model(model_or_state_dict, private_key, signature_path, *, algorithm="b
     hexes = {}
     for group, digests in _digests_by_device(names, state, algorithm).values():
         hexes.update(zip(group, digests_hex(digests)))
-    resources = [bundle_format.Resource(n, algorithm, hexes[n]) for n in names]
     entries = [{"name": n, "dtype": safetensors_format.safetensors_dtype_name(state[n].dtype),
                 "shape": list(state[n].shape), "digest": hexes[n]} for n in names]
+    return sign_tensor_entries(entries, private_key, signature_path, algorithm=algorithm,
+                               model_name=model_name, password=password,
+                               certificate_chain=certificate_chain)
+
+
+def sign_tensor_entries(entries, private_key, signature_path, *, algorithm, model_name="model",
+                        password=None, certificate_chain=None):
+    """Signs a tensor listing ({name, dtype, shape, digest (hex)} per tensor) as sign_model
+    does: method `tensors`, the entries in predicate.tensors. Used by sign_model and by
+    sentry.weightsync.WeightManifest.sign."""
+    resources = [bundle_format.Resource(e["name"], algorithm, e["digest"]) for e in entries]
     statement = bundle_format.make_statement(
         model_name, resources, method="tensors", hash_type=algorithm,
-        tensors={"hash_type": algorithm, "entries": entries})
+        tensors={"hash_type": algorithm, "entries": list(entries)})
     return _sign_statement(statement, private_key, password, signature_path, certificate_chain)
 
 

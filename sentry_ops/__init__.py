@@ -84,6 +84,31 @@ def finish_subtrees(values, first_leaves, total_bytes, algorithm="blake3"):
                                                     algorithm)
 
 
+def hash_runs(sources, plan, header, message_bytes, algorithm="blake3"):
+    """(uint8 [message_bytes], int32 [1]): one rank's message for a run plan made by
+    plan_runs (the values of the pieces of its runs, then its edge bytes, then zeros) and a
+    status that is non-zero when an entry of the plan lay out of bounds (docs/DISTRIBUTED.md)."""
+    return torch.ops.sentry.hash_runs.default(list(sources), plan, list(header), message_bytes,
+                                              algorithm)
+
+
+def finish_runs(gathered, plan, header, algorithm="blake3"):
+    """(uint8 [Q, 32], int32 [1]): the digests a finish plan made by plan_finish asks for,
+    from the ranks' gathered messages, and a status as hash_runs'."""
+    return torch.ops.sentry.finish_runs.default(gathered, plan, list(header), algorithm)
+
+
+def plan_runs(runs, algorithm="blake3", with_edges=True):
+    """(header, body) of a run plan: runs is int64 [R, 6] (source tensor, byte offset in it,
+    start byte in the full tensor, length, full size, largest piece level or -1)."""
+    return _C.plan_runs(runs, algorithm, with_edges)
+
+
+def plan_finish(trees, items, leaves, fragments, algorithm="blake3"):
+    """(header, body, segments) of a finish plan (csrc/ops/run_plan.h says what each holds)."""
+    return _C.plan_finish(trees, items, leaves, fragments, algorithm)
+
+
 def ecdsa_p256_verify(public_keys, digests, signatures):
     """bool [N]: signature i (uint8 [N, 64], r || s big-endian) is valid for SHA-256 digest i
     (uint8 [N, 32]) under P-256 public key i (uint8 [N, 64], x || y big-endian). A bad row is

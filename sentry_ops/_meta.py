@@ -73,6 +73,42 @@ def _finish_subtrees_fake(values, first_leaves, total_bytes, algorithm="blake3")
     return torch.empty((32,), dtype=torch.uint8, device=values.device)
 
 
+def _check_plan(op, plan, header, device):
+    if plan.dtype != torch.int64 or plan.dim() != 1:
+        raise ValueError(f"{op}: plan must be a 1-D int64 tensor, got {plan.dtype} "
+                         f"{list(plan.shape)}")
+    if plan.device != device:
+        raise ValueError(f"{op}: plan is on {plan.device} but the data is on {device}; move the "
+                         "plan there once")
+    if len(header) < 2 or header[0] != 1:
+        raise ValueError(f"{op}: not a plan header")
+
+
+@torch.library.register_fake("sentry::hash_runs")
+def _hash_runs_fake(sources, plan, header, message_bytes, algorithm="blake3"):
+    op = "sentry.hash_runs"
+    _hash_tensors_fake(sources, algorithm)
+    device = sources[0].device if sources else plan.device
+    _check_plan(op, plan, header, device)
+    if message_bytes < header[9]:  # run_plan.h: kRHMessageBytes
+        raise ValueError(f"{op}: message_bytes {message_bytes} is below the plan's {header[9]}")
+    return (torch.empty((message_bytes,), dtype=torch.uint8, device=device),
+            torch.empty((1,), dtype=torch.int32, device=device))
+
+
+@torch.library.register_fake("sentry::finish_runs")
+def _finish_runs_fake(gathered, plan, header, algorithm="blake3"):
+    op = "sentry.finish_runs"
+    if algorithm not in _ALGORITHMS:
+        raise ValueError(f"{op}: unknown algorithm '{algorithm}'")
+    if gathered.dtype != torch.uint8:
+        raise ValueError(f"{op}: gathered must be a uint8 tensor, got {gathered.dtype}")
+    _check_plan(op, plan, header, gathered.device)
+    outputs = header[7]  # run_plan.h: kFHOutputs
+    return (torch.empty((outputs, 32), dtype=torch.uint8, device=gathered.device),
+            torch.empty((1,), dtype=torch.int32, device=gathered.device))
+
+
 _ECDSA_ROWS = (("public_keys", 64, "x || y, big-endian"), ("digests", 32, "SHA-256 digests"),
                ("signatures", 64, "r || s, big-endian"))
 

@@ -239,6 +239,11 @@ SCENARIOS = [replicas_equal, replica_flip, replica_flip_rank0_signed, replica_me
 
 
 def main(rank, world, store, out, names):
+    run(SCENARIOS, rank, world, store, out, names)
+
+
+def run(scenarios, rank, world, store, out, names):
+    """Joins the gloo group, runs the named scenarios in order, writes <out>/<rank>.pkl."""
     torch.set_num_threads(1)  # several ranks share two cores
     # Loopback: gloo otherwise picks the interface of the host name, which a container may not
     # resolve.
@@ -246,7 +251,7 @@ def main(rank, world, store, out, names):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     results = {"seconds": {}}
-    for fn in SCENARIOS:
+    for fn in scenarios:
         if fn.__name__ not in names:
             continue
         t0 = time.perf_counter()

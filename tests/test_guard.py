@@ -326,3 +326,184 @@ def test_tied_weights_with_different_trusted_digests_are_refused(ops):
     with pytest.raises(VerificationError, match="tied tensors") as info:
         IntegrityGuard(m, {"embed.weight": digest, "head.weight": "11" * 32})
     assert info.value.changed == ["head.weight"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The module as it is at check time: swapped submodules, replaced or new storage, added and
+# removed tensors, parametrizations.
+
+
+class Seq(torch.nn.Sequential):
+    def __init__(self):
+        torch.manual_seed(0)
+        super().__init__(torch.nn.Linear(16, 16, bias=False), torch.nn.ReLU(), torch.nn.Linear(16, 16),
+                         torch.nn.BatchNorm1d(16))
+
+
+class _Double(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+def _swap_submodule(m):
+    m[2] = torch.nn.Linear(16, 16)  # other random weights, same names, dtypes and shapes
+    return ["2.bias", "2.weight"], "changed"
+
+
+def _new_parameter_object(m):
+    with torch.no_grad():
+        m[0].weight = torch.nn.Parameter(m[0].weight + 1)
+    return ["0.weight"], "changed"
+
+
+def _new_storage(m):
+    m[2].bias.data = torch.randn(16)
+    return ["2.bias"], "changed"
+
+
+def _buffer_replaced(m):
+    m[3].running_mean = torch.full((16,), 3.0)
+    return ["3.running_mean"], "changed"
+
+
+def _parameter_added(m):
+    m[2].extra = torch.nn.Parameter(torch.zeros(4))
+    return ["2.extra"], "unexpected"
+
+
+def _none_slot_filled(m):
+    m[0].bias = torch.nn.Parameter(torch.zeros(16))  # Linear(bias=False) holds bias=None
+    return ["0.bias"], "unexpected"
+
+
+def _parameter_removed(m):
+    del m[2].bias
+    return ["2.bias"], "missing"
+
+
+def _buffer_removed(m):
+    del m[3].running_var
+    return ["3.running_var"], "missing"
+
+
+def _buffer_made_non_persistent(m):
+    m[3].register_buffer("running_mean", m[3].running_mean, persistent=False)
+    return ["3.running_mean"], "missing"
+
+
+def _parametrized(m):
+    torch.nn.utils.parametrize.register_parametrization(m[2], "weight", _Double())
+    return ["2.parametrizations.weight.original", "2.weight"], None
+
+
+CHANGES = [_swap_submodule, _new_parameter_object, _new_storage, _buffer_replaced,
+           _parameter_added, _none_slot_filled, _parameter_removed, _buffer_removed,
+           _buffer_made_non_persistent, _parametrized]
+
+
+def _seen(guard, expect, kind, run):
+    """run() checks; the change must show as a failed check naming `expect`, or as a
+    VerificationError naming them (never another exception, never a pass)."""
+    try:
+        ok = run()
+    except VerificationError as e:
+        assert kind != "changed", "a same-layout change should fail the check, not raise"
+        assert sorted(e.changed + e.missing + e.unexpected) == expect, str(e)
+        assert all(n in str(e) for n in expect)
+        if kind is not None:
+            assert getattr(e, kind) == expect
+        else:
+            assert "parametriz" in str(e)
+    else:
+        assert not bool(ok)
+    assert guard.report() == expect
+    with pytest.raises(VerificationError):
+        guard.verify()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
+def test_module_as_it_is_at_check_time(change, device):
+    m = Seq().to(device).eval()
+    guard = IntegrityGuard.snapshot(m)
+    assert bool(guard.check())
+    with torch.device(device):
+        expect, kind = change(m)
+    _seen(guard, expect, kind, guard.check)
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
+def test_module_as_it_is_at_check_time_hook(change):
+    m = Seq().eval()
+    guard = IntegrityGuard.snapshot(m, hook=True)
+    x = torch.randn(4, 16)
+    m(x)
+    assert guard.passed()
+    expect, kind = change(m)
+
+    def run():
+        m(x)
+        return guard.ok
+    _seen(guard, expect, kind, run)
+    assert not guard.passed() or kind != "changed"
+
+
+def test_swapped_submodule_then_restored():
+    m = Seq().eval()
+    guard = IntegrityGuard.snapshot(m)
+    original = m[2]
+    m[2] = torch.nn.Linear(16, 16)
+    assert not bool(guard.check()) and guard.report() == ["2.bias", "2.weight"]
+    m[2] = original
+    assert bool(guard.check()) and guard.report() == []
+    m[1] = torch.nn.GELU()  # no tensors: the state dict, and so the check, are unchanged
+    assert bool(guard.check())
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
+def test_module_as_it_is_at_check_time_compiled(change):
+    """Under torch.compile(fullgraph=True) the change recompiles (dynamo guards on the walk)
+    and the compiled check returns False, never raises; report() names the tensors in eager."""
+    torch._dynamo.reset()
+    m = Seq().eval()
+    guard = IntegrityGuard.snapshot(m)
+    step = torch.compile(lambda: guard.check(), fullgraph=True, backend="aot_eager")
+    assert bool(step())
+    expect, kind = change(m)
+    assert not bool(step())
+    assert guard.report() == expect
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("change", [_swap_submodule, _parameter_added, _parametrized],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_module_as_it_is_at_check_time_compiled_hook_inductor(change, device):
+    torch._dynamo.reset()
+    m = Seq().to(device).eval()
+    guard = IntegrityGuard.snapshot(m, hook=True)
+    compiled = torch.compile(m, fullgraph=True)
+    x = torch.randn(4, 16, device=device)
+    compiled(x)
+    assert guard.passed()
+    with torch.device(device):
+        expect, _ = change(m)
+    compiled(x)
+    assert not guard.passed() and guard.report() == expect
+
+
+@pytest.mark.cuda
+def test_check_after_a_swap_does_not_sync_the_host():
+    """The structure is host metadata: finding a swapped submodule (and walking again) needs
+    no sync, and neither does the check that follows."""
+    m = Seq().cuda().eval()
+    guard = IntegrityGuard.snapshot(m)
+    guard.check()
+    with torch.device("cuda"):
+        m[2] = torch.nn.Linear(16, 16)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        first, second = guard.check(), guard.check()  # walks again, then the fast path
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert not bool(first) and not bool(second) and guard.report() == ["2.bias", "2.weight"]

@@ -2,8 +2,9 @@
 independent references: tests/reference.py's plain-Python BLAKE3 (itself checked against b3sum)
 and RFC 9162 tree over hashlib, and its brute-force statement of which pieces a shard holds.
 
-The multi-process runs (gloo) are in test_distributed.py; here the ranks' messages are built and
-finished in one process, which covers many more random splits for the same time.
+The layouts built on these pieces (hash_runs, finish_runs, ranks simulated in one process) are
+tested in test_syncplan.py; the multi-process runs (gloo) in test_distributed.py and
+test_weightsync_dist.py.
 """
 import random
 
@@ -12,8 +13,6 @@ import torch
 
 import reference
 from reference import bytes_tensor, digest_rows, random_bytes, subtree_pieces, subtree_value
-from sentry import distributed
-from sentry.expected import Expected
 
 ALGORITHMS = ("blake3", "sha256-tree")
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
@@ -194,66 +193,3 @@ def test_hash_subtrees_under_torch_compile(ops, algorithm):
     got = fn(data[:3000], data[3000:])
     assert torch.equal(got, ops.hash_subtrees([data[:3000], data[3000:]], [0, 3000],
                                               [10_000, 10_000], algorithm))
-
-
-# ---------------------------------------------------------------------------------------------
-# The sharded finish of sentry.distributed, ranks simulated in one process
-
-
-def _messages(full, bounds, algorithm, device="cpu"):
-    """Each simulated rank's message for rows [bounds[r], bounds[r + 1]) of `full`."""
-    return [distributed._local_parts({"w": full[a:b].to(device, copy=True)},
-                                     {"w": (a, tuple(full.shape))}, algorithm)
-            for a, b in zip(bounds, bounds[1:])]
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_sharded_finish_equals_unsharded_digest(ops, algorithm, device):
-    """Random row splits (rows of 3 to 600 bytes, so boundaries fall inside leaves), 0-row
-    shards, shards smaller than a leaf, sizes at power-of-two leaf counts, 1 to 6 ranks: the
-    finished digest is the reference digest of the full tensor's bytes."""
-    rng = random.Random(5)
-    L = reference.LEAF_BYTES[algorithm]
-    shapes = [(0, 7), (1, 3), (5, 100), (L // 4, 4), (2 * L // 4, 4), (4 * L // 4, 4),
-              (8 * L // 8, 8), (8 * L // 8 + 1, 8), (37, 150), (64, 600), (33, L // 4)]
-    for shape in shapes:
-        full = torch.randint(-2**31, 2**31 - 1, shape, dtype=torch.int32)
-        want = full_digest(reference.tensor_bytes(full), algorithm)
-        expected = Expected(algorithm, {"w": want})
-        for _ in range(4):
-            world = rng.randrange(1, 7)
-            bounds = [0] + sorted(rng.randrange(shape[0] + 1) for _ in range(world - 1)) + [shape[0]]
-            report = distributed._finish_all(_messages(full, bounds, algorithm, device),
-                                             expected, world, 0, 0, {})
-            assert report.ok, (shape, bounds, report.problems)
-            assert report.digests["w"] == want.hex()
-
-
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_sharded_finish_catches_a_flipped_bit_on_any_rank(ops, algorithm):
-    rng = random.Random(6)
-    full = torch.randint(0, 255, (61, 333), dtype=torch.uint8)  # rows of 333 bytes
-    expected = Expected(algorithm, {"w": full_digest(reference.tensor_bytes(full), algorithm)})
-    bounds = [0, 3, 4, 4, 30, 61]  # a 1-row shard (smaller than a leaf) and a 0-row shard
-    for rank in (0, 1, 3, 4):
-        for _ in range(3):  # a random byte: sometimes a boundary byte, sometimes a whole leaf
-            messages = _messages(full, bounds, algorithm)
-            shard = full[bounds[rank]:bounds[rank + 1]].clone()
-            shard.view(-1)[rng.randrange(shard.numel())] ^= 1 << rng.randrange(8)
-            messages[rank] = distributed._local_parts(
-                {"w": shard}, {"w": (bounds[rank], tuple(full.shape))}, algorithm)
-            report = distributed._finish_all(messages, expected, 5, 0, 0, {})
-            assert report.changed == ["w"] and report.problems["w"] == "the bytes differ"
-            assert report.holders["w"] == [0, 1, 2, 3, 4]
-
-
-def test_sharded_finish_names_gaps_and_overlaps(ops):
-    full = torch.arange(40, dtype=torch.float32).view(10, 4)
-    expected = Expected("blake3", {"w": bytes(ops.hash_tensors([full])[0].tolist())})
-    gap = _messages(full, [0, 4], "blake3") + _messages(full, [6, 10], "blake3")
-    report = distributed._finish_all(gap, expected, 2, 0, 0, {})
-    assert report.changed == ["w"] and report.problems["w"] == "bytes [64, 96) are on no rank"
-    overlap = _messages(full, [0, 6], "blake3") + _messages(full, [4, 10], "blake3")
-    report = distributed._finish_all(overlap, expected, 2, 0, 0, {})
-    assert report.problems["w"] == "rank 1's bytes [64, 160) overlap rank 0's"

@@ -145,7 +145,9 @@ Bundle parse_bundle(std::string_view data, const std::string& source) {
     reader.fail(std::to_string(data.size()) + " bytes is larger than the " +
                 std::to_string(kMaxBundleBytes) + "-byte limit for a signature bundle");
   }
-  simdjson::dom::parser parser;
+  thread_local simdjson::dom::parser reused;
+  simdjson::dom::parser fresh;
+  simdjson::dom::parser& parser = json::parser_for(data.size(), reused, fresh);
   const Field root = Field::root("bundle");
   const json::object doc = reader.as_object(reader.parse(parser, data, "bundle JSON"), root);
   json::element media;

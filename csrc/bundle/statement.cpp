@@ -504,7 +504,9 @@ StatementSubject check_statement_envelope(const json::Reader& reader, json::obje
 
 Statement parse_statement(std::string_view payload, const std::string& source) {
   const json::Reader reader(source);
-  simdjson::dom::parser parser;
+  thread_local simdjson::dom::parser reused;
+  simdjson::dom::parser fresh;
+  simdjson::dom::parser& parser = json::parser_for(payload.size(), reused, fresh);
   const Field root = Field::root("statement");
   const json::object doc = reader.as_object(reader.parse(parser, payload, "statement"), root);
   json::element predicate_type;

@@ -317,24 +317,33 @@ bool Reader::as_bool(element value, const Field& field) const {
 
 namespace {
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;  // upper case too: digests are written in lower case only
-}
+// Value of a lower-case hex digit, 0xFF for anything else (upper case too: digests are written
+// in lower case only). A table: a statement holds thousands of digests.
+struct HexTable {
+  std::uint8_t value[256];
+  constexpr HexTable() : value() {
+    for (int i = 0; i < 256; ++i) value[i] = 0xFF;
+    for (int i = 0; i < 10; ++i) value['0' + i] = static_cast<std::uint8_t>(i);
+    for (int i = 0; i < 6; ++i) value['a' + i] = static_cast<std::uint8_t>(10 + i);
+  }
+};
+constexpr HexTable kHex;
 
 }  // namespace
 
 Digest Reader::as_digest(element value, const Field& field) const {
   const std::string_view text = as_text(value, field);
   Digest out{};
-  bool ok = text.size() == 64;
-  for (std::size_t i = 0; ok && i < 32; ++i) {
-    const int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
-    ok = hi >= 0 && lo >= 0;
-    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  std::uint8_t bad = text.size() == 64 ? 0 : 0xFF;
+  if (!bad) {
+    const auto* in = reinterpret_cast<const unsigned char*>(text.data());
+    for (std::size_t i = 0; i < 32; ++i) {
+      const std::uint8_t hi = kHex.value[in[2 * i]], lo = kHex.value[in[2 * i + 1]];
+      bad |= hi | lo;  // 0xFF has bits no digit has
+      out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+    }
   }
-  if (!ok) {
+  if (bad & 0xF0) {
     fail(field, "must be 64 lower-case hex characters (a 32-byte digest), got " + repr(text));
   }
   return out;

@@ -81,6 +81,17 @@ class Reader {
   const std::string& source_;
 };
 
+// The parser to read a document of `size` bytes with: for documents up to kReusedParserBytes, one
+// kept per thread and call site (`reused`, a thread_local of the caller), whose buffers stay
+// allocated between documents (allocating and touching them is most of the cost of parsing a
+// statement of a few hundred kB); for larger ones `fresh`, freed when the caller returns.
+// Nothing the parser returned may outlive the next parse at the same call site on the thread.
+inline constexpr std::size_t kReusedParserBytes = std::size_t(4) << 20;
+inline simdjson::dom::parser& parser_for(std::size_t size, simdjson::dom::parser& reused,
+                                         simdjson::dom::parser& fresh) {
+  return size <= kReusedParserBytes ? reused : fresh;
+}
+
 // A JSON integer that Python would read as a non-negative int, if it is one.
 std::optional<std::uint64_t> non_negative_integer(element value);
 

@@ -65,38 +65,43 @@ inline std::vector<Piece> pieces_of(const ShardLeaves& s) {
 }
 
 // Node value from its 32 serialised bytes: the inverse of Tree::digest.
-SENTRY_INLINE void node_from_bytes(const Blake3Tree*, const uint8_t in[32], uint32_t out[8]) {
+SENTRY_HD SENTRY_INLINE void node_from_bytes(const Blake3Tree*, const uint8_t in[32], uint32_t out[8]) {
   for (int i = 0; i < 8; ++i)
     out[i] = uint32_t(in[4 * i]) | (uint32_t(in[4 * i + 1]) << 8) |
              (uint32_t(in[4 * i + 2]) << 16) | (uint32_t(in[4 * i + 3]) << 24);
 }
-SENTRY_INLINE void node_from_bytes(const Sha256Tree*, const uint8_t in[32], uint32_t out[8]) {
+SENTRY_HD SENTRY_INLINE void node_from_bytes(const Sha256Tree*, const uint8_t in[32], uint32_t out[8]) {
   for (int i = 0; i < 8; ++i) out[i] = sha256::load_be32(in + 4 * i);
 }
 
-// Finishes the root of an input of `total` bytes from the values of pieces that tile its
-// leaves in order (piece i covers [first_leaf[i], first_leaf[i + 1]), the last up to the leaf
-// count), each a proper subtree of the tree. Throws std::invalid_argument, saying why, when
-// the pieces do not tile the leaves or one of them is not a node of the tree.
-template <class Tree>
-class SubtreeFinisher {
+// Walks the left-complete tree of `leaves` leaves down to pieces that tile them in order
+// (piece i covers [first_leaf[i], first_leaf[i + 1]), the last up to `leaves`), each a proper
+// subtree of the tree, and builds the root bottom-up through a visitor:
+//   Handle piece(uint64_t i);                                  // the value of piece i
+//   Handle combine(const Handle& l, const Handle& r, bool root);
+//   void node(uint64_t lo, uint64_t hi, const Handle& h);      // every node made or used
+// SubtreeFinisher computes values with it; the distributed planner (ops/run_plan.cpp) records
+// the same combinations as a schedule for the devices. Throws std::invalid_argument, saying
+// why, when the pieces do not tile the leaves or one of them is not a node of the tree.
+template <class Visitor>
+class TreeWalk {
  public:
-  SubtreeFinisher(const uint64_t* first_leaf, const uint8_t (*values)[32], uint64_t count,
-                  uint64_t total)
-      : first_(first_leaf), values_(values), count_(count), n_(leaf_count<Tree>(total)) {}
+  using Handle = typename Visitor::Handle;
 
-  void root(uint8_t out[32]) {
+  TreeWalk(const uint64_t* first_leaf, uint64_t count, uint64_t leaves, Visitor& visitor)
+      : first_(first_leaf), count_(count), n_(leaves), visitor_(visitor) {}
+
+  Handle root() {
     if (n_ == 1)
       throw std::invalid_argument(
           "an input of one leaf has no proper subtree: its root is the leaf itself, hash its "
           "bytes");
-    uint32_t node[8];
-    value(0, n_, true, node);
+    Handle h = value(0, n_, true);
     if (cursor_ != count_)
       throw std::invalid_argument("piece " + std::to_string(cursor_) + " (leaf " +
                                   std::to_string(first_[cursor_]) + ") lies past the last of " +
                                   std::to_string(n_) + " leaves");
-    Tree::digest(node, out);
+    return h;
   }
 
  private:
@@ -104,7 +109,7 @@ class SubtreeFinisher {
 
   // Node [lo, hi) of the left-complete tree; its left child holds the largest power of two of
   // leaves that leaves at least one for the right (tree.h).
-  void value(uint64_t lo, uint64_t hi, bool is_root, uint32_t out[8]) {
+  Handle value(uint64_t lo, uint64_t hi, bool is_root) {
     if (cursor_ >= count_)
       throw std::invalid_argument("no piece covers leaf " + std::to_string(lo));
     const uint64_t start = first_[cursor_], stop = piece_end(cursor_);
@@ -118,20 +123,62 @@ class SubtreeFinisher {
     if (stop == hi) {
       if (is_root)
         throw std::invalid_argument("a piece spans the whole tree; pieces must be proper subtrees");
-      node_from_bytes(static_cast<const Tree*>(nullptr), values_[cursor_++], out);
-      return;
+      Handle h = visitor_.piece(cursor_++);
+      visitor_.node(lo, hi, h);
+      return h;
     }
     const uint64_t split = uint64_t(1) << floor_log2(hi - lo - 1);
-    uint32_t left[8], right[8];
-    value(lo, lo + split, false, left);
-    value(lo + split, hi, false, right);
-    Tree::combine(left, right, is_root, out);
+    const Handle left = value(lo, lo + split, false);
+    const Handle right = value(lo + split, hi, false);
+    Handle h = visitor_.combine(left, right, is_root);
+    visitor_.node(lo, hi, h);
+    return h;
   }
+
+  const uint64_t* first_;
+  uint64_t count_, n_;
+  Visitor& visitor_;
+  uint64_t cursor_ = 0;
+};
+
+// Finishes the root of an input of `total` bytes from the values of pieces that tile its
+// leaves in order (TreeWalk says which lists are refused, and why).
+template <class Tree>
+class SubtreeFinisher {
+ public:
+  SubtreeFinisher(const uint64_t* first_leaf, const uint8_t (*values)[32], uint64_t count,
+                  uint64_t total)
+      : first_(first_leaf), values_(values), count_(count), n_(leaf_count<Tree>(total)) {}
+
+  void root(uint8_t out[32]) {
+    Values visitor{values_};
+    const Node node = TreeWalk<Values>(first_, count_, n_, visitor).root();
+    Tree::digest(node.w, out);
+  }
+
+ private:
+  struct Node {
+    uint32_t w[8];
+  };
+  struct Values {
+    using Handle = Node;
+    const uint8_t (*values)[32];
+    Node piece(uint64_t i) {
+      Node n;
+      node_from_bytes(static_cast<const Tree*>(nullptr), values[i], n.w);
+      return n;
+    }
+    Node combine(const Node& l, const Node& r, bool root) {
+      Node n;
+      Tree::combine(l.w, r.w, root, n.w);
+      return n;
+    }
+    void node(uint64_t, uint64_t, const Node&) {}
+  };
 
   const uint64_t* first_;
   const uint8_t (*values_)[32];
   uint64_t count_, n_;
-  uint64_t cursor_ = 0;
 };
 
 }  // namespace sentry

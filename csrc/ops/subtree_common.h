@@ -1,5 +1,5 @@
-// Glue shared by the CPU and CUDA kernels of hash_subtrees: argument checks and the plan of
-// which leaves and pieces (core/subtree.h) each shard covers.
+// Glue shared by the CPU and CUDA kernels of hash_subtrees, hash_runs and finish_runs: argument
+// checks, and the run table that turns a hash_subtrees call into a run plan (run_plan.h).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -7,54 +7,37 @@
 
 #include "../core/subtree.h"
 #include "hash_common.h"
+#include "run_plan.h"
 
 namespace sentry {
-
-// One shard of a call: its bytes, where they sit in the full input, its whole leaves and
-// pieces, and where its leaves start in the call's flat array of leaf slots.
-struct ShardPlan {
-  const uint8_t* data;
-  uint64_t start, nbytes, total;
-  ShardLeaves leaves;
-  std::vector<Piece> pieces;
-  uint64_t slot_base;  // leaf `first + k` of this shard is slot slot_base + k
-};
 
 // Validates hash_subtrees' arguments (each message names the tensor by index) and returns the
 // tensors with a contiguous layout on their common device.
 std::vector<at::Tensor> prepare_subtree_inputs(at::TensorList tensors, at::IntArrayRef start_bytes,
                                                at::IntArrayRef total_bytes, const char* op);
 
-template <class Tree>
-std::vector<ShardPlan> plan_shards(const std::vector<at::Tensor>& inputs,
-                                   at::IntArrayRef start_bytes, at::IntArrayRef total_bytes,
-                                   uint64_t* slots, uint64_t* pieces) {
-  std::vector<ShardPlan> plans;
-  *slots = 0;
-  *pieces = 0;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    ShardPlan p;
-    p.data = static_cast<const uint8_t*>(inputs[i].const_data_ptr());
-    p.start = static_cast<uint64_t>(start_bytes[i]);
-    p.nbytes = byte_size(inputs[i]);
-    p.total = static_cast<uint64_t>(total_bytes[i]);
-    p.leaves = shard_leaves<Tree>(p.start, p.nbytes, p.total);  // checked before: no throw
-    p.pieces = pieces_of(p.leaves);
-    p.slot_base = *slots;
-    *slots += p.leaves.end - p.leaves.first;
-    *pieces += p.pieces.size();
-    plans.push_back(std::move(p));
-  }
-  return plans;
-}
+// plan_runs' input for hash_subtrees: tensor i is one run, bytes [start_bytes[i], + its size)
+// of an input of total_bytes[i] bytes, read from its offset 0, pieces of any size.
+at::Tensor subtree_runs(const std::vector<at::Tensor>& inputs, at::IntArrayRef start_bytes,
+                        at::IntArrayRef total_bytes);
 
-// Nodes of level l (2^l leaves) inside a shard's whole leaves: [level_first, level_end).
-inline uint64_t level_first(const ShardLeaves& s, int l) {
-  return ceil_div(s.first, uint64_t(1) << l);
-}
-inline uint64_t level_end(const ShardLeaves& s, int l) {
-  const uint64_t first = level_first(s, l), end = s.end >> l;
-  return l > s.max_level || end < first ? first : end;
-}
+// A checked hash_runs call: its sources (contiguous, on the plan's device) and its plan.
+struct RunCall {
+  Algorithm algorithm;
+  std::vector<at::Tensor> sources;
+  at::Tensor plan;
+  RunPlanView view;
+};
+RunCall prepare_run_call(at::TensorList tensors, const at::Tensor& plan, at::IntArrayRef header,
+                         int64_t message_bytes, c10::string_view algorithm, const char* op);
+
+struct FinishCall {
+  Algorithm algorithm;
+  at::Tensor gathered;  // contiguous uint8, flat
+  at::Tensor plan;
+  FinishPlanView view;
+};
+FinishCall prepare_finish_call(const at::Tensor& gathered, const at::Tensor& plan,
+                               at::IntArrayRef header, c10::string_view algorithm, const char* op);
 
 }  // namespace sentry

@@ -12,19 +12,13 @@
 
 #include "../../core/tree.h"
 #include "blake3_simd.h"
+#include "host_loader.h"
 #include "sha256_openssl.h"
 
 namespace sentry {
 namespace cpu {
 
 using Node = uint32_t[8];
-
-struct HostLoader {
-  const uint8_t* base;
-  uint8_t byte(uint64_t offset) const { return base[offset]; }
-  void load_le(uint64_t offset, uint32_t w[16]) const { memcpy(w, base + offset, 64); }
-};
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the host loader assumes little-endian");
 
 // The CPU's implementation of a core tree (core/tree.h): the same values, faster leaves.
 template <class Tree>
