@@ -297,6 +297,15 @@ def parse_statement_envelope(payload, source, predicate_type, what):
                                           os.fspath(source), predicate_type, what)
 
 
+def parse_tensor_listing(data, source, what):
+    """The ``tensors`` listing ({"hash_type", "entries": [dict, ...]}) of a JSON document other
+    than a statement (a weight manifest), checked by the C++ reader as predicate.tensors is,
+    with names unique. FormatError names ``source`` and the field."""
+    with native_errors():
+        return _native.tensor_listing(_as_bytes(data), "" if source is None else os.fspath(source),
+                                      what)
+
+
 def _statement(fields):
     """A Statement from the C++ reader's fields."""
     fields["resources"] = [Resource._make(r) for r in fields["resources"]]

@@ -85,6 +85,8 @@ py::dict bundle_dict(const sentry::Bundle& b) {
   return out;
 }
 
+py::dict tensors_dict(const sentry::Statement& st);
+
 py::dict statement_dict(const sentry::Statement& st) {
   py::dict out;
   out["model_name"] = st.model_name ? py::object(text(*st.model_name)) : py::object(py::none());
@@ -110,7 +112,13 @@ py::dict statement_dict(const sentry::Statement& st) {
     }
     out["shards"] = by_file;
   }
-  if (st.has_tensors) {
+  out["tensors"] = st.has_tensors ? py::object(tensors_dict(st)) : py::object(py::none());
+  return out;
+}
+
+// {"hash_type", "entries": [{name, dtype, shape, digest[, file, offset, length]}]}
+py::dict tensors_dict(const sentry::Statement& st) {
+  {
     py::list entries;
     for (const auto& e : st.tensors) {
       py::dict d;
@@ -128,11 +136,8 @@ py::dict statement_dict(const sentry::Statement& st) {
     py::dict tensors;
     tensors["hash_type"] = st.tensor_hash_type;
     tensors["entries"] = entries;
-    out["tensors"] = tensors;
-  } else {
-    out["tensors"] = py::none();
+    return tensors;
   }
-  return out;
 }
 
 py::dict timings_dict(const std::vector<std::pair<std::string, double>>& timings) {
@@ -339,6 +344,23 @@ void sentry_register_bundle(py::module_& m) {
       },
       py::arg("data"), py::arg("source"), py::arg("what") = "JSON",
       "Strict JSON (UTF-8, no duplicate keys, no NaN) as Python objects.");
+  b.def(
+      "tensor_listing",
+      [](const py::bytes& data, const std::string& source, const std::string& what) {
+        simdjson::dom::parser parser;
+        const sentry::json::Reader reader(source);
+        const auto root = sentry::json::Field::root(what);
+        const auto doc = reader.as_object(reader.parse(parser, view(data), what), root);
+        const auto field = root.key("tensors");
+        simdjson::dom::element listing;
+        if (doc.at_key("tensors").get(listing) != simdjson::SUCCESS) reader.fail(field, "missing");
+        sentry::Statement st;  // no method, no resources: names unique
+        sentry::read_tensors(reader, listing, field, st);
+        return tensors_dict(st);
+      },
+      py::arg("data"), py::arg("source"), py::arg("what"),
+      "The 'tensors' listing of a JSON document other than a statement (a weight manifest), "
+      "checked as predicate.tensors is, names unique: {hash_type, entries}.");
   b.def(
       "statement_envelope",
       [](const py::bytes& payload, const std::string& source, const std::string& predicate_type,

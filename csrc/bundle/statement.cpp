@@ -371,6 +371,10 @@ void read_tensor_entry(const json::Reader& reader, json::element item, const Fie
   }
 }
 
+}  // namespace
+
+// Method "files": entries name their file, a name unique in its file. Method "tensors": the
+// entries are the resources. Otherwise (a weight manifest's listing, no method): names unique.
 void read_tensors(const json::Reader& reader, json::element value, const Field& field,
                   Statement& out) {
   const json::object ext = reader.as_object(value, field);
@@ -446,8 +450,6 @@ void read_tensors(const json::Reader& reader, json::element value, const Field& 
   }
   if (!same) reader.fail(field, "entries do not match predicate.resources (names and digests)");
 }
-
-}  // namespace
 
 int safetensors_dtype_bits(std::string_view dtype) {
   static const std::unordered_map<std::string_view, int> kBits = {

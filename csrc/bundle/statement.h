@@ -21,6 +21,13 @@ struct StatementSubject {
 StatementSubject check_statement_envelope(const json::Reader& reader, json::object doc,
                                           std::string_view predicate_type, std::string_view what);
 
+// Reads a tensor listing ({hash_type, entries}, Sentry's predicate.tensors) into
+// out.tensor_hash_type and out.tensors, by out.method's rules: "files" (each entry's file a
+// signed resource, a name unique in its file), "tensors" (the entries are out.resources), or
+// none, for a listing outside a statement (a weight manifest's): names unique.
+void read_tensors(const json::Reader& reader, json::element value, const json::Field& field,
+                  Statement& out);
+
 // The reference's order of paths: pathlib.PurePosixPath compares the lists of components.
 int compare_components(std::string_view a, std::string_view b);
 
