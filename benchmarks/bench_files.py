@@ -48,6 +48,8 @@ def make_model(directory, total_bytes, shards, seed=0):
 
 
 def files_of(directory):
+    if not os.path.isdir(directory):  # not made yet
+        return []
     return sorted(os.path.join(directory, f) for f in os.listdir(directory)
                   if f.endswith(".safetensors"))
 
