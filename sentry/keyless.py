@@ -16,6 +16,7 @@ sigstore-python is imported on first use; signing keyless needs the network and 
 import dataclasses
 import os
 
+from . import fileio
 from .errors import DependencyError, FormatError, Option, OptionError, VerificationError
 
 #: A trust root or trust config larger than this is refused unread (the public one is ~7 KiB).
@@ -62,15 +63,12 @@ def _read_trust_file(path, what):
     from .bundle import load_json
 
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_TRUST_FILE_BYTES + 1)
+    try:  # regular files only: a FIFO would block the open, a device never end
+        data = fileio.read_input(path, what, limit=MAX_TRUST_FILE_BYTES)
     except FileNotFoundError:
         raise FormatError(f"{what} {path}: no such file") from None
-    except IsADirectoryError:
-        raise FormatError(f"{what} {path}: is a directory, not a file") from None
-    if len(data) > MAX_TRUST_FILE_BYTES:
-        raise FormatError(f"{what} {path}: larger than {MAX_TRUST_FILE_BYTES} bytes")
+    except OSError as exc:
+        raise FormatError(f"{what} {path}: {exc.strerror}") from None
     doc = load_json(data, f"{what} {path}")
     if not isinstance(doc, dict):
         raise FormatError(f"{what} {path}: not a JSON object")

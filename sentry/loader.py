@@ -89,6 +89,17 @@ def _signed_tensors(statement):
     return by_file
 
 
+def _check_loadable(path, header):
+    """FormatError naming the file and tensor when a tensor's dtype has no torch dtype of whole
+    bytes (F4, F6_*): the C++ loader's own error names neither."""
+    for e in header.entries:
+        try:
+            safetensors_format.torch_dtype_of(e.dtype)
+        except FormatError as exc:
+            raise FormatError(f"{path}: tensor '{e.name}': {exc}; load_verified cannot load it "
+                              "(verify_files checks its bytes)") from None
+
+
 def file_table(model_path, signature_path, statement, files, *, with_tensors=True):
     """The C++ loader's table (sentry_ops._C.loader.load_files) for the signed files, and the
     FormatError of each .safetensors file whose header cannot be read: its bytes are still
@@ -104,6 +115,8 @@ def file_table(model_path, signature_path, statement, files, *, with_tensors=Tru
                 header = safetensors_format.read_header(path)
             except FormatError as exc:
                 unreadable[rel] = exc
+            if header is not None:
+                _check_loadable(path, header)
         by_tensor = tensor_table.get(rel)
         if header is not None and by_tensor:  # every byte checked by the signed tensor table
             listed = sorted((e["name"], e["dtype"], list(e["shape"]), e["offset"], e["length"])

@@ -383,3 +383,21 @@ def test_bundle_keeps_log_entries_and_writes_no_keyless_bundle():
     bundle["verificationMaterial"]["tlogEntries"] = [1]
     with pytest.raises(FormatError, match=re.escape("tlogEntries[0]: must be a JSON object")):
         Bundle.from_json(json.dumps(bundle).encode(), "x.sig")
+
+
+@pytest.mark.parametrize("option", ["--trust-config", "--trusted-root"])
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_trust_file_that_is_not_regular_exit_2(guarded_env, tmp_path, option, kind):
+    # A FIFO used to block the open forever; /dev/zero was read up to the size limit.
+    if kind == "fifo":
+        path = tmp_path / "trust.json"
+        os.mkfifo(path)
+    else:
+        path = "/dev/zero"
+    out = subprocess.run(
+        [sys.executable, "-m", "sentry", "verify", "--identity", IDENTITY, "--identity-provider",
+         ISSUER, option, str(path), "--signature", str(MODEL / "model.sig"), str(MODEL)],
+        capture_output=True, text=True, env=guarded_env, timeout=60)  # a hang fails, not stalls
+    assert out.returncode == 2, out.stderr
+    assert "not a regular file" in out.stderr and str(path) in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -453,3 +453,18 @@ def test_a_safetensors_name_on_another_file_is_checked_and_skipped(tmp_path, key
     (d / "notes.safetensors").write_bytes(b"not a safetensors filE")
     with pytest.raises(VerificationError, match="notes.safetensors"):
         load_verified(str(d), sig, public_key=keys["alice"][1], device="cpu")
+
+
+def test_tensor_without_a_torch_dtype_names_file_and_tensor(tmp_path, keys):
+    # F4 (4-bit floats) is a safetensors dtype with no torch dtype of one element: the C++
+    # loader's ValueError named neither the file nor the tensor.
+    d = tmp_path / "model"
+    d.mkdir()
+    text = json.dumps({"packed.fp4": {"dtype": "F4", "shape": [64], "data_offsets": [0, 32]}})
+    text = text.encode() + b" " * (-len(text) % 8)
+    (d / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(range(32)))
+    sig = str(tmp_path / "model.sig")
+    sign_files(str(d), keys["alice"][0], sig)
+    verify_files(str(d), sig, public_key=keys["alice"][1])  # the bytes are the signed ones
+    with pytest.raises(FormatError, match=r"model\.safetensors: tensor 'packed\.fp4': .*F4"):
+        load_verified(str(d), sig, public_key=keys["alice"][1], device="cpu")
