@@ -6,6 +6,11 @@ architectures; DEBUG=1 builds -O0 -g. Install with `pip install --no-build-isola
 that the extension is compiled against the torch you run. scripts/setup.sh instead builds in
 place (`setup.py build_ext --inplace`, whose object files under build/ make rebuilds
 incremental) and then registers the checkout with SENTRY_SKIP_EXTENSION=1 (no second build).
+
+simdjson (the JSON library of the bundle reader, csrc/bundle/) comes from the system
+(libsimdjson-dev) or from SIMDJSON_ROOT, a prefix holding include/simdjson.h and
+lib/<multiarch>/libsimdjson.so (e.g. the Debian packages unpacked by scripts/fetch_device_deps.sh);
+the extension then finds the library there at run time (RPATH).
 """
 import glob
 import os
@@ -34,12 +39,27 @@ def write_build_info(with_cuda):
         f.write(f"WITH_CUDA = {with_cuda!r}\n")
 
 
+def simdjson_dirs():
+    """(include dirs, library dirs) of SIMDJSON_ROOT, or none for the system's simdjson."""
+    root = os.environ.get("SIMDJSON_ROOT")
+    if not root:
+        return [], []
+    root = os.path.abspath(root)
+    libs = [d for d in (os.path.join(root, "lib"), *glob.glob(os.path.join(root, "lib", "*-linux-gnu")))
+            if glob.glob(os.path.join(d, "libsimdjson.so*"))]
+    if not os.path.exists(os.path.join(root, "include", "simdjson.h")) or not libs:
+        raise SystemExit(f"SIMDJSON_ROOT={root} has no include/simdjson.h and lib*/libsimdjson.so")
+    return [os.path.join(root, "include")], libs
+
+
 def extension():
     with_cuda = want_cuda()
     write_build_info(with_cuda)
     sources = ["csrc/python_module.cpp"] + sorted(glob.glob("csrc/ops/*.cpp"))  # schemas, shared
     sources += sorted(glob.glob("csrc/ops/cpu/*.cpp"))
     sources += sorted(glob.glob("csrc/crypto/*.cpp"))  # signature crypto + its bindings
+    sources += sorted(glob.glob("csrc/bundle/*.cpp"))  # the bundle reader + its bindings
+    simdjson_include, simdjson_lib = simdjson_dirs()
     sources += sorted(glob.glob("csrc/io/*.cpp"))  # reader of untrusted files + its bindings
     opt = ["-O0", "-g"] if DEBUG else ["-O3"]
     macros = [
@@ -58,10 +78,12 @@ def extension():
     return kind(
         "sentry_ops._C",
         sources,
-        include_dirs=[os.path.join(ROOT, "csrc")],
+        include_dirs=[os.path.join(ROOT, "csrc"), *simdjson_include],
         define_macros=macros,
         extra_compile_args=args,
-        libraries=["crypto"],
+        libraries=["crypto", "simdjson"],
+        library_dirs=simdjson_lib,
+        runtime_library_dirs=simdjson_lib,
         extra_link_args=["-fopenmp"],
     )
 

@@ -5,6 +5,10 @@ set -o pipefail
 OUT=${OUT:-/tmp/sentry-out}
 mkdir -p "$OUT"
 export MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} PYTHONUNBUFFERED=1
+# simdjson: the machine's own, or the Debian packages scripts/fetch_device_deps.sh unpacked here.
+if [ -z "${SIMDJSON_ROOT:-}" ] && [ ! -e /usr/include/simdjson.h ] && [ -e .devdeps/root/usr/include/simdjson.h ]; then
+  export SIMDJSON_ROOT=$PWD/.devdeps/root/usr
+fi
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv | tee "$OUT/gpu.txt"
 start=$(date +%s)
 python3 -m pip install --no-build-isolation --no-index -e . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
@@ -28,6 +32,9 @@ if [ -n "${SENTRY_TESTS:-}" ]; then
 fi
 if [ -n "${SENTRY_BENCH:-}" ]; then
   python3 benchmarks/bench_hash.py $SENTRY_BENCH --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+fi
+if [ -n "${SENTRY_VERIFY_BENCH:-}" ]; then  # e.g. SENTRY_VERIFY_BENCH="--reps 50"
+  python3 benchmarks/bench_verify.py $SENTRY_VERIFY_BENCH 2>&1 | tee "$OUT/bench_verify.log"
 fi
 if [ -n "${SENTRY_GUARD_BENCH:-}" ]; then  # e.g. SENTRY_GUARD_BENCH="--device cuda --compile"
   python3 benchmarks/bench_guard.py $SENTRY_GUARD_BENCH --json "$OUT/bench_guard.json" 2>&1 | tee "$OUT/bench_guard.log"

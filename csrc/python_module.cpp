@@ -2,6 +2,7 @@
 // operators (by static initialisers in the op sources) and exposes what the build was made for.
 #include <torch/extension.h>
 
+#include "bundle/bindings.h"
 #include "crypto/bindings.h"
 #include "io/bindings.h"
 #include "io/loader_bindings.h"
@@ -26,6 +27,8 @@ PYBIND11_MODULE(_C, m) {
 #endif
   // sentry_ops._C.crypto: ECDSA keys and signatures, DSSE PAE, X.509 chains (csrc/crypto/).
   sentry_register_crypto(m);
+  // sentry_ops._C.bundle: the bundle and statement reader, verify_model (csrc/bundle/).
+  sentry_register_bundle(m);
   // sentry_ops._C.io: reading untrusted files with positional reads, hashing as they pass.
   sentry_register_io(m);
   // sentry_ops._C.loader: verified loading of signed safetensors files (csrc/io/loader.h).

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd -P)  # as setup.py and pip see it
 
-packages="libssl-dev libgtest-dev b3sum cmake"
+packages="libssl-dev libgtest-dev libsimdjson-dev b3sum cmake"
 missing=$(for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "setup: installing $missing (apt)"

@@ -1,9 +1,12 @@
 """Signature bundles: Sigstore bundle v0.3 JSON around a DSSE envelope whose payload is an in-toto
 Statement v1 with the OpenSSF Model Signing v1.0 predicate (docs/FORMAT.md §6).
 
-Pure data: this module builds and parses bytes. Signatures are opaque bytes here; making and
-checking them is sentry.crypto's job. Everything read is validated and every problem raises
-sentry.errors.FormatError naming the file (``source``) and the field.
+This module writes bundles and statements. Reading them is C++ (csrc/bundle/, simdjson, exposed
+as ``sentry_ops._C.bundle``): one strict reader for Python and LibTorch programs alike, whose
+every problem raises sentry.errors.FormatError naming the file (``source``) and the field.
+Bundle.from_json, parse_statement, parse_statement_envelope and load_json are thin shells over
+it. Signatures are opaque bytes here; making and checking them is sentry.crypto's job (and
+the C++ reader's, in sentry.signing).
 
 What the reference tool (`model_signing` 1.1.1) does, found by reading and running it:
 
@@ -29,7 +32,7 @@ What the reference tool (`model_signing` 1.1.1) does, found by reading and runni
   (leaf first) for certificates; the one signature is ``{"sig": B64, "keyid": ""}``.
 """
 import base64
-import binascii
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -38,9 +41,12 @@ import os
 import re
 import typing
 
-from . import bundle_shards
-from .errors import FormatError, error_text
-from .fileio import atomic_write, read_input
+from sentry_ops import _C
+
+from .errors import FormatError, MethodError, Option, VerificationError, error_text
+from .fileio import atomic_write
+
+_native = _C.bundle
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -54,16 +60,34 @@ MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 DIGEST_SIZES = {"sha256": 32, "blake3": 32, "sha256-tree": 32}
 #: hash_type values per serialization method.
 METHOD_HASH_TYPES = {"files": ("sha256", "blake3"), "tensors": ("blake3", "sha256-tree"),
-                     "shards": bundle_shards.HASH_TYPES}
+                     "shards": ("sha256",)}
 METHODS = tuple(METHOD_HASH_TYPES)
 TENSOR_HASH_TYPES = ("blake3", "sha256-tree")
 
-_SERIALIZATION_KEYS = {"method", "hash_type", "allow_symlinks", "ignore_paths"}
-_SHARDS_SERIALIZATION_KEYS = _SERIALIZATION_KEYS | {"shard_size"}
-_RESOURCE_KEYS = {"name", "algorithm", "digest"}
-_ENTRY_KEYS = {"name", "dtype", "shape", "digest"}
-_ENTRY_FILE_KEYS = {"file", "offset", "length"}
-_ENTRY_ALL_KEYS = _ENTRY_KEYS | _ENTRY_FILE_KEYS
+
+@contextlib.contextmanager
+def native_errors():
+    """The C++ reader's errors as Sentry's: FormatError, VerificationError (with its lists)."""
+    try:
+        yield
+    except _native.FormatError as exc:
+        raise FormatError(str(exc)) from None
+    except _native.MethodError as exc:  # parts: text, or (option keyword,)
+        raise MethodError(*(p if isinstance(p, str) else Option(p[0]) for p in exc.args)) from None
+    except _native.VerificationError as exc:
+        message, changed, missing, unexpected = exc.args
+        raise VerificationError(message, changed=changed, missing=missing,
+                                unexpected=unexpected) from None
+
+
+def _as_bytes(data):
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, str):  # a lone surrogate becomes bytes that are not UTF-8: refused
+        return data.encode("utf-8", "surrogatepass")
+    raise TypeError(f"expected bytes, got {type(data).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,38 +101,12 @@ def _fail(source, field, problem):
     raise FormatError(f"{where}{field}: {problem}" if field else f"{where}{problem}")
 
 
-def _no_duplicates(pairs):
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise FormatError(f"duplicate key '{key}' in a JSON object")
-            seen.add(key)
-    return obj
-
-
-def _reject_constant(name):
-    raise FormatError(f"{name} is not valid JSON")
-
-
 def load_json(data, source, what="JSON"):
-    """Strict JSON: UTF-8 only, no duplicate keys, no NaN/Infinity."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(data).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            _fail(source, None, f"{what} is not UTF-8 ({exc})")
-    elif isinstance(data, str):
-        text = data
-    else:
-        raise TypeError(f"expected bytes, got {type(data).__name__}")
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except FormatError as exc:
-        _fail(source, None, f"malformed {what}: {exc}")
-    except (ValueError, RecursionError) as exc:
-        _fail(source, None, f"malformed {what}: {exc}")
+    """Strict JSON (the C++ reader): UTF-8 only, no duplicate keys, no NaN/Infinity, nothing
+    after the document. FormatError names ``source`` and, where it can, the field."""
+    data = _as_bytes(data)
+    with native_errors():
+        return _native.loads(data, "" if source is None else os.fspath(source), what)
 
 
 def _is_int(value):
@@ -162,34 +160,6 @@ def _check_keys(obj, allowed, required, source, field):
         _fail(source, field, f"unknown field(s) {', '.join(repr(k) for k in unknown)}")
 
 
-def check_relative_path(name, source=None, field="name"):
-    """A POSIX path relative to the model directory, in canonical form: not empty, not absolute,
-    no backslash or NUL, no empty, '.' or '..' component. Returns it; FormatError otherwise."""
-    _check_text(name, source, field)
-    if not name:
-        _fail(source, field, "empty path")
-    if name.startswith("/"):
-        _fail(source, field, f"{name!r} is absolute; names are relative to the model directory")
-    if "\\" in name:
-        _fail(source, field, f"{name!r} contains a backslash; names are POSIX paths")
-    if "\0" in name:
-        _fail(source, field, f"{name!r} contains a NUL character")
-    for part in name.split("/"):
-        if part in ("", ".", ".."):
-            _fail(source, field, f"{name!r} has an empty, '.' or '..' component")
-    return name
-
-
-def component_key(name):
-    """The reference tool's order: pathlib.PurePosixPath compares the lists of components."""
-    return name.split("/")
-
-
-def is_sorted(names, key=None):
-    keys = [key(n) for n in names] if key else list(names)
-    return all(a < b for a, b in zip(keys, keys[1:]))
-
-
 # ---------------------------------------------------------------------------------------------
 # DSSE and the statement
 
@@ -201,9 +171,7 @@ def pae(payload_type, payload):
         raise TypeError("payload_type must be a str")
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise TypeError("payload must be bytes")
-    type_bytes = payload_type.encode("utf-8")
-    payload = bytes(payload)
-    return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(payload), payload)
+    return _C.crypto.dsse_pae(payload_type.encode("utf-8"), bytes(payload))
 
 
 class Resource(typing.NamedTuple):
@@ -231,7 +199,8 @@ class Statement:
     ignore_paths: list
     resources: list  # of Resource, in the order listed
     tensors: dict = None  # {"hash_type", "entries": [dict, ...]} or None
-    shard_size: int = None  # method shards: resources are PATH:START:END (bundle_shards)
+    shard_size: int = None  # method shards: bytes per shard (the reference's shards method)
+    shards: dict = None  # method shards: {path: [(start, end, digest hex)]}, cutting each file
 
 
 def root_digest(resources):
@@ -262,6 +231,11 @@ def _sorted_dict(obj):
     return obj
 
 
+def _entry_order(e):
+    """predicate.tensors order: by name, then by file (names repeat only across files)."""
+    return tuple(e.get(k) if isinstance(e.get(k), str) else "" for k in ("name", "file"))
+
+
 def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=False,
                    ignore_paths=(), tensors=None):
     """The statement's JSON bytes (the DSSE payload), as the reference tool writes them, with the
@@ -269,8 +243,9 @@ def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=F
 
     ``tensors`` (Sentry's extension, required for method ``tensors``) is
     ``{"hash_type": ..., "entries": [{"name", "dtype", "shape", "digest"[, "file", "offset",
-    "length"]}, ...]}``; entries are written sorted by name. The result is parsed back with
-    parse_statement before it is returned, so nothing is written that would not be read.
+    "length"]}, ...]}``; entries are written sorted by name, then file. The result is parsed
+    back with parse_statement before it is returned, so nothing is written that would not be
+    read.
     """
     _check_text(model_name, None, "model_name")
     resources = [r if isinstance(r, Resource) else Resource(*r) for r in resources]
@@ -316,29 +291,25 @@ def make_statement(model_name, resources, *, method, hash_type, allow_symlinks=F
 def parse_statement_envelope(payload, source, predicate_type, what):
     """The in-toto Statement v1 around a predicate: checks _type, predicateType (`what` names it
     in the message) and the one subject with a sha256 digest. Returns (document, subject name,
-    subject sha256 hex). Unknown fields are ignored here, as in-toto says. `payload` may also be
-    the statement already loaded as JSON."""
-    doc = payload if isinstance(payload, dict) else load_json(payload, source, "statement")
-    _check_object(doc, source, "statement")
-    for key in ("_type", "subject", "predicateType", "predicate"):
-        if key not in doc:
-            _fail(source, key, "missing")
-    if doc["_type"] != STATEMENT_TYPE:
-        _fail(source, "_type", f"expected {STATEMENT_TYPE!r}, got {doc['_type']!r}")
-    if doc["predicateType"] != predicate_type:
-        _fail(source, "predicateType", f"expected {predicate_type!r} ({what}), got "
-                                       f"{doc['predicateType']!r}")
-    subjects = _check_list(doc["subject"], source, "subject")
-    if len(subjects) != 1:
-        _fail(source, "subject", f"expected exactly one subject, got {len(subjects)}")
-    subject = _check_object(subjects[0], source, "subject[0]")
-    if "name" not in subject:
-        _fail(source, "subject[0].name", "missing")
-    name = _check_text(subject["name"], source, "subject[0].name")
-    digest = _check_object(subject.get("digest"), source, "subject[0].digest")
-    if set(digest) != {"sha256"}:
-        _fail(source, "subject[0].digest", f"expected exactly {{'sha256'}}, got {sorted(digest)}")
-    return doc, name, _check_hex(digest["sha256"], source, "subject[0].digest.sha256")
+    subject sha256 hex). Unknown fields are ignored here, as in-toto says."""
+    with native_errors():
+        return _native.statement_envelope(_as_bytes(payload), "" if source is None else
+                                          os.fspath(source), predicate_type, what)
+
+
+def parse_tensor_listing(data, source, what):
+    """The ``tensors`` listing ({"hash_type", "entries": [dict, ...]}) of a JSON document other
+    than a statement (a weight manifest), checked by the C++ reader as predicate.tensors is,
+    with names unique. FormatError names ``source`` and the field."""
+    with native_errors():
+        return _native.tensor_listing(_as_bytes(data), "" if source is None else os.fspath(source),
+                                      what)
+
+
+def _statement(fields):
+    """A Statement from the C++ reader's fields."""
+    fields["resources"] = [Resource._make(r) for r in fields["resources"]]
+    return Statement(**fields)
 
 
 def parse_statement(payload, source="statement"):
@@ -348,171 +319,11 @@ def parse_statement(payload, source="statement"):
     refuses anything else. Unknown fields at the statement's top level, in the subject and in
     the predicate are ignored (as in-toto and OMS v1.0 say); unknown fields in
     ``serialization``, in resources and in Sentry's ``tensors`` extension are refused.
-    model_signing v0.2's statement (predicate ``Digests/v0.1``) is read by sentry.bundle_v02.
+    model_signing v0.2.0's statement (predicate ``Digests/v0.1``, sentry.bundle_v02) is read as
+    method files, SHA-256. FormatError names ``source`` and the field.
     """
-    doc = _check_object(load_json(payload, source, "statement"), source, "statement")
-    from . import bundle_v02
-
-    if doc.get("predicateType") == bundle_v02.PREDICATE_TYPE:
-        return bundle_v02.parse_v02_statement(doc, source)
-    doc, model_name, root_hex = parse_statement_envelope(
-        doc, source, PREDICATE_TYPE, "OpenSSF Model Signing v1.0")
-
-    predicate = _check_object(doc["predicate"], source, "predicate")
-    for key in ("serialization", "resources"):
-        if key not in predicate:
-            _fail(source, f"predicate.{key}", "missing")
-    ser = _check_object(predicate["serialization"], source, "predicate.serialization")
-    sharded = ser.get("method") == "shards"
-    _check_keys(ser, _SHARDS_SERIALIZATION_KEYS if sharded else _SERIALIZATION_KEYS,
-                ("method", "hash_type", "allow_symlinks") + (("shard_size",) if sharded else ()),
-                source, "predicate.serialization")
-    method = _check_text(ser["method"], source, "predicate.serialization.method")
-    if method not in METHOD_HASH_TYPES:
-        _fail(source, "predicate.serialization.method",
-              f"unsupported method {method!r}; Sentry verifies {list(METHODS)}")
-    hash_type = _check_text(ser["hash_type"], source, "predicate.serialization.hash_type")
-    if hash_type not in METHOD_HASH_TYPES[method]:
-        _fail(source, "predicate.serialization.hash_type",
-              f"unsupported {hash_type!r} for method {method!r}; expected one of "
-              f"{list(METHOD_HASH_TYPES[method])}")
-    allow_symlinks = ser["allow_symlinks"]
-    if not isinstance(allow_symlinks, bool):
-        _fail(source, "predicate.serialization.allow_symlinks",
-              f"must be true or false, got {allow_symlinks!r}")
-    ignore_paths = _check_list(ser.get("ignore_paths", []), source,
-                               "predicate.serialization.ignore_paths")
-    for i, p in enumerate(ignore_paths):
-        check_relative_path(p, source, f"predicate.serialization.ignore_paths[{i}]")
-
-    shard_size = bundle_shards.parse_shard_size(ser["shard_size"], source) if sharded else None
-    resource_algorithm = bundle_shards.algorithm(hash_type, shard_size) if sharded else hash_type
-    items = _check_list(predicate["resources"], source, "predicate.resources")
-    resources, seen = [], set()
-    for i, item in enumerate(items):
-        field = ("predicate.resources", i, "")
-        _check_object(item, source, field)
-        _check_keys(item, _RESOURCE_KEYS, ("name", "algorithm", "digest"), source, field)
-        name = _check_text(item["name"], source, ("predicate.resources", i, ".name"))
-        if method == "files":
-            if not (name == "." and len(items) == 1):  # "." is a single-file model
-                check_relative_path(name, source, ("predicate.resources", i, ".name"))
-        elif sharded:
-            path, _, _ = bundle_shards.parse_name(name, source, f"predicate.resources[{i}].name")
-            if path != ".":  # "." is a single-file model
-                check_relative_path(path, source, ("predicate.resources", i, ".name"))
-        elif not name:
-            _fail(source, ("predicate.resources", i, ".name"), "empty name")
-        if name in seen:
-            _fail(source, ("predicate.resources", i, ".name"), f"duplicate resource {name!r}")
-        seen.add(name)
-        algorithm = _check_text(item["algorithm"], source, ("predicate.resources", i, ".algorithm"))
-        if algorithm not in DIGEST_SIZES and algorithm != resource_algorithm:
-            _fail(source, ("predicate.resources", i, ".algorithm"), f"unknown algorithm {algorithm!r}")
-        if algorithm != resource_algorithm:
-            _fail(source, ("predicate.resources", i, ".algorithm"),
-                  f"{algorithm!r} differs from serialization.hash_type {resource_algorithm!r}")
-        digest_hex = _check_hex(item["digest"], source, ("predicate.resources", i, ".digest"),
-                                DIGEST_SIZES[hash_type])
-        resources.append(Resource(name, algorithm, digest_hex))
-
-    names = [r.name for r in resources]
-    if not (is_sorted(names) or is_sorted(names, bundle_shards.order_key if sharded else component_key)):
-        _fail(source, "predicate.resources",
-              "not sorted by name (neither in code-point order nor by path components)")
-    if sharded:
-        files = bundle_shards.ranges(resources, shard_size, source)
-        if "." in files and len(files) > 1:
-            _fail(source, "predicate.resources", "'.' (a single-file model) among other files")
-    if root_digest(resources) != root_hex:
-        _fail(source, "subject[0].digest.sha256", "subject digest does not match resources")
-
-    tensors = None
-    if "tensors" in predicate and sharded:
-        _fail(source, "predicate.tensors", "not used with method 'shards'")
-    if "tensors" in predicate:
-        tensors = _parse_tensors(predicate["tensors"], source, method, hash_type, resources)
-    elif method == "tensors":
-        _fail(source, "predicate.tensors", "missing (required for method 'tensors')")
-    return Statement(model_name, root_hex, method, hash_type, allow_symlinks, list(ignore_paths),
-                     resources, tensors, shard_size)
-
-
-def _entry_order(e):
-    """predicate.tensors order: by name, then by file (names repeat only across files)."""
-    return tuple(e.get(k) if isinstance(e.get(k), str) else "" for k in ("name", "file"))
-
-
-def _parse_tensors(ext, source, method, method_hash_type, resources):
-    from .safetensors_format import DTYPE_BITS, byte_length
-
-    field = "predicate.tensors"
-    _check_object(ext, source, field)
-    _check_keys(ext, {"hash_type", "entries"}, ("hash_type", "entries"), source, field)
-    hash_type = _check_text(ext["hash_type"], source, f"{field}.hash_type")
-    if hash_type not in TENSOR_HASH_TYPES:
-        _fail(source, f"{field}.hash_type",
-              f"unsupported {hash_type!r}; expected one of {list(TENSOR_HASH_TYPES)}")
-    raw = _check_list(ext["entries"], source, f"{field}.entries")
-    signed_files = {r.name for r in resources}
-    entries, names = [], []
-    for i, e in enumerate(raw):
-        ef = ("predicate.tensors.entries", i, "")
-        _check_object(e, source, ef)
-        _check_keys(e, _ENTRY_ALL_KEYS, _ENTRY_KEYS, source, ef)
-        name = _check_text(e["name"], source, ("predicate.tensors.entries", i, ".name"))
-        if not name:
-            _fail(source, ("predicate.tensors.entries", i, ".name"), "empty name")
-        dtype = _check_text(e["dtype"], source, ("predicate.tensors.entries", i, ".dtype"))
-        if dtype not in DTYPE_BITS:
-            _fail(source, ("predicate.tensors.entries", i, ".dtype"), f"unknown safetensors dtype {dtype!r}")
-        shape = _check_list(e["shape"], source, ("predicate.tensors.entries", i, ".shape"))
-        for d in shape:
-            if not _is_int(d) or d < 0:
-                _fail(source, ("predicate.tensors.entries", i, ".shape"),
-                      f"dimensions must be non-negative integers, got {shape!r}")
-        digest = _check_hex(e["digest"], source, ("predicate.tensors.entries", i, ".digest"))
-        entry = {"name": name, "dtype": dtype, "shape": list(shape), "digest": digest}
-        present = [k for k in ("file", "offset", "length") if k in e]
-        if present and len(present) != 3:
-            _fail(source, ef, "'file', 'offset' and 'length' go together")
-        if present:
-            if e["file"] == "." and e["file"] in signed_files:  # a single-file model
-                entry["file"] = "."
-            else:
-                entry["file"] = check_relative_path(e["file"], source, ("predicate.tensors.entries", i, ".file"))
-            for k in ("offset", "length"):
-                if not _is_int(e[k]) or e[k] < 0:
-                    _fail(source, ("predicate.tensors.entries", i, "." + k), f"must be a non-negative integer, got {e[k]!r}")
-                entry[k] = e[k]
-            try:
-                expected = byte_length(dtype, shape)
-            except FormatError as exc:
-                _fail(source, ef, str(exc))
-            if entry["length"] != expected:
-                _fail(source, ("predicate.tensors.entries", i, ".length"), f"{entry['length']} bytes, but {dtype} {shape} "
-                                              f"takes {expected}")
-        if method == "files":
-            if "file" not in entry:
-                _fail(source, ef, "method 'files' needs the tensor's 'file', 'offset', 'length'")
-            if entry["file"] not in signed_files:
-                _fail(source, ("predicate.tensors.entries", i, ".file"), f"{entry['file']!r} is not a signed resource")
-        entries.append(entry)
-        names.append(_entry_order(entry))
-    # A name is unique in its file (two files of a model may hold the same names).
-    if len(set(names)) != len(names):
-        dup = sorted({n for n, f in names if names.count((n, f)) > 1})
-        where = " in one file" if method == "files" else ""
-        _fail(source, f"{field}.entries", f"duplicate tensor name(s){where} {dup[:5]}")
-    if not is_sorted(names):
-        _fail(source, f"{field}.entries", "not sorted by name, then file, in code-point order")
-    if method == "tensors":
-        if hash_type != method_hash_type:
-            _fail(source, f"{field}.hash_type",
-                  f"{hash_type!r} differs from serialization.hash_type {method_hash_type!r}")
-        if {r.name: r.digest for r in resources} != {e["name"]: e["digest"] for e in entries}:
-            _fail(source, field, "entries do not match predicate.resources (names and digests)")
-    return {"hash_type": hash_type, "entries": entries}
+    with native_errors():
+        return _statement(_native.parse_statement(_as_bytes(payload), os.fspath(source or "")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,37 +332,6 @@ def _parse_tensors(ext, source, method, method_hash_type, resources):
 
 def _b64encode(data):
     return base64.b64encode(bytes(data)).decode("ascii")
-
-
-def _b64decode(value, source, field):
-    """Standard, padded, canonical base64 only."""
-    _check_text(value, source, field)
-    try:
-        raw = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        _fail(source, field, f"invalid base64 ({exc})")
-    if base64.b64encode(raw).decode("ascii") != value:
-        _fail(source, field, "invalid base64 (not in canonical padded form)")
-    return raw
-
-
-def _check_der_certificate(der, source, field):
-    """Cheap structural check: one DER SEQUENCE spanning the whole buffer."""
-    if not der:
-        _fail(source, field, "empty certificate")
-    if der[0] != 0x30 or len(der) < 2:
-        _fail(source, field, "not a DER certificate (does not start with a SEQUENCE)")
-    first = der[1]
-    if first < 0x80:
-        length, header = first, 2
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 4 or len(der) < 2 + n:
-            _fail(source, field, "not a DER certificate (bad length)")
-        length, header = int.from_bytes(der[2:2 + n], "big"), 2 + n
-    if header + length != len(der):
-        _fail(source, field, f"not a DER certificate ({len(der)} bytes, the SEQUENCE says "
-                             f"{header + length})")
 
 
 @dataclasses.dataclass
@@ -584,7 +364,8 @@ class Bundle:
             for i, der in enumerate(self.certificate_chain):
                 if not isinstance(der, (bytes, bytearray)):
                     raise FormatError(f"certificate_chain[{i}] must be DER bytes")
-                _check_der_certificate(bytes(der), None, f"certificate_chain[{i}]")
+                if not der:
+                    raise FormatError(f"certificate_chain[{i}]: empty certificate")
             material = {"x509CertificateChain": {"certificates": [
                 {"rawBytes": _b64encode(der)} for der in self.certificate_chain]}}
         else:
@@ -602,94 +383,22 @@ class Bundle:
                 "signatures": [{"sig": _b64encode(self.signature), "keyid": ""}],
             },
         }
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        data = json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        Bundle.from_json(data, source="bundle being written")  # never write what is not read
+        return data
 
     @classmethod
     def from_json(cls, data, source="bundle"):
         """Parses bundle JSON strictly (see module docs); FormatError names the field and
         ``source`` (the file)."""
-        if not isinstance(data, (bytes, bytearray, memoryview, str)):
-            raise TypeError(f"expected bytes, got {type(data).__name__}")
-        if len(data) > MAX_BUNDLE_BYTES:
-            _fail(source, None, f"{len(data)} bytes is larger than the {MAX_BUNDLE_BYTES}-byte "
-                                "limit for a signature bundle")
-        doc = _check_object(load_json(data, source, "bundle JSON"), source, "bundle")
-        if "mediaType" not in doc:
-            _fail(source, "mediaType", "missing")
-        if doc["mediaType"] != BUNDLE_MEDIA_TYPE:
-            _fail(source, "mediaType", f"expected {BUNDLE_MEDIA_TYPE!r}, got {doc['mediaType']!r}")
-        if "messageSignature" in doc:
-            _fail(source, "messageSignature", "not supported: Sentry reads DSSE envelopes only")
-        _check_keys(doc, ("mediaType", "verificationMaterial", "dsseEnvelope"),
-                    ("verificationMaterial", "dsseEnvelope"), source, "bundle")
+        with native_errors():
+            return cls._from_fields(_native.parse_bundle(_as_bytes(data), os.fspath(source or "")))
 
-        vm = _check_object(doc["verificationMaterial"], source, "verificationMaterial")
-        _check_keys(vm, ("publicKey", "x509CertificateChain", "certificate", "tlogEntries",
-                         "timestampVerificationData"), (), source, "verificationMaterial")
-        kinds = [k for k in ("publicKey", "x509CertificateChain", "certificate") if k in vm]
-        if len(kinds) != 1:
-            _fail(source, "verificationMaterial", "needs exactly one of publicKey, "
-                                                  f"x509CertificateChain, certificate; got {kinds}")
-        tlog_entries = _check_list(vm.get("tlogEntries", []), source,
-                                   "verificationMaterial.tlogEntries")
-        for i, entry in enumerate(tlog_entries):
-            _check_object(entry, source, f"verificationMaterial.tlogEntries[{i}]")
-        if "timestampVerificationData" in vm:
-            _check_object(vm["timestampVerificationData"], source,
-                          "verificationMaterial.timestampVerificationData")
-        hint, chain = None, []
-        if "publicKey" in vm:
-            field = "verificationMaterial.publicKey"
-            pk = _check_object(vm["publicKey"], source, field)
-            # rawBytes/keyDetails: what pre-1.0 reference releases wrote; ignored like it does.
-            _check_keys(pk, ("hint", "rawBytes", "keyDetails"), (), source, field)
-            if pk.get("hint") not in (None, ""):
-                hint = _check_hex(pk["hint"], source, f"{field}.hint")
-        elif "x509CertificateChain" in vm:
-            field = "verificationMaterial.x509CertificateChain"
-            xc = _check_object(vm["x509CertificateChain"], source, field)
-            _check_keys(xc, ("certificates",), ("certificates",), source, field)
-            certs = _check_list(xc["certificates"], source, f"{field}.certificates")
-            if not certs:
-                _fail(source, f"{field}.certificates", "empty certificate chain")
-            for i, c in enumerate(certs):
-                cf = f"{field}.certificates[{i}]"
-                _check_object(c, source, cf)
-                _check_keys(c, ("rawBytes",), ("rawBytes",), source, cf)
-                der = _b64decode(c["rawBytes"], source, f"{cf}.rawBytes")
-                _check_der_certificate(der, source, f"{cf}.rawBytes")
-                chain.append(der)
-        else:
-            field = "verificationMaterial.certificate"
-            c = _check_object(vm["certificate"], source, field)
-            _check_keys(c, ("rawBytes",), ("rawBytes",), source, field)
-            der = _b64decode(c["rawBytes"], source, f"{field}.rawBytes")
-            _check_der_certificate(der, source, f"{field}.rawBytes")
-            chain.append(der)
-
-        env = _check_object(doc["dsseEnvelope"], source, "dsseEnvelope")
-        _check_keys(env, ("payload", "payloadType", "signatures"),
-                    ("payload", "payloadType", "signatures"), source, "dsseEnvelope")
-        payload = _b64decode(env["payload"], source, "dsseEnvelope.payload")
-        if not payload:
-            _fail(source, "dsseEnvelope.payload", "empty")
-        payload_type = _check_text(env["payloadType"], source, "dsseEnvelope.payloadType")
-        if payload_type != PAYLOAD_TYPE:
-            _fail(source, "dsseEnvelope.payloadType",
-                  f"expected {PAYLOAD_TYPE!r}, got {payload_type!r}")
-        sigs = _check_list(env["signatures"], source, "dsseEnvelope.signatures")
-        if len(sigs) != 1:
-            _fail(source, "dsseEnvelope.signatures",
-                  f"expected exactly one signature, got {len(sigs)}")
-        sig = _check_object(sigs[0], source, "dsseEnvelope.signatures[0]")
-        _check_keys(sig, ("sig", "keyid"), ("sig",), source, "dsseEnvelope.signatures[0]")
-        if sig.get("keyid") is not None:
-            _check_text(sig["keyid"], source, "dsseEnvelope.signatures[0].keyid")
-        signature = _b64decode(sig["sig"], source, "dsseEnvelope.signatures[0].sig")
-        if not signature:
-            _fail(source, "dsseEnvelope.signatures[0].sig", "empty signature")
-        return cls(payload=payload, payload_type=payload_type, signature=signature,
-                   public_key_hint=hint, certificate_chain=chain, tlog_entries=tlog_entries)
+    @classmethod
+    def _from_fields(cls, fields):
+        fields["tlog_entries"] = [_native.loads(entry.encode(), "", "tlogEntries")
+                                  for entry in fields["tlog_entries"]]
+        return cls(**fields)
 
 
 def check_signature_target(path):
@@ -698,7 +407,7 @@ def check_signature_target(path):
     a bundle is never overwritten by a signature."""
     path = os.fspath(path)
     try:
-        data = read_input(path, "signature bundle", MAX_BUNDLE_BYTES)
+        data = read_bundle_bytes(path)
     except FileNotFoundError:
         return
     except (FormatError, OSError) as exc:
@@ -720,9 +429,11 @@ def write_bundle(path, bundle):
 
 
 def read_bundle_bytes(path):
-    """The bytes of a bundle file, refusing files over MAX_BUNDLE_BYTES unread."""
-    path = os.fspath(path)
-    return read_input(path, "signature bundle", MAX_BUNDLE_BYTES)
+    """The bytes of a bundle file, refusing files over MAX_BUNDLE_BYTES unread and anything but
+    a regular file without blocking (as fileio.open_input does); OSError when it cannot be
+    opened."""
+    with native_errors():
+        return _native.read_bundle_file(os.fspath(path))
 
 
 def read_bundle(path):

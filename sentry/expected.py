@@ -1,9 +1,9 @@
 """Trusted tensor digests, from a signature or given directly: what IntegrityGuard and the
 distributed checks compare against.
 
-A signature is opened and checked once (signing._open_bundle: key or certificate chain, then
-the statement), and only its tensor listing is kept. Nothing unsigned is trusted: a bad
-signature raises VerificationError here, before any digest is used.
+A signature is opened and checked once (signing.expected_table, the C++ reader: key or
+certificate chain, then the statement), and only its tensor listing is kept. Nothing unsigned
+is trusted: a bad signature raises VerificationError here, before any digest is used.
 """
 import dataclasses
 import os
@@ -12,7 +12,7 @@ import torch
 
 from sentry_ops import ALGORITHMS
 
-from .errors import FormatError, VerificationError
+from .errors import FormatError
 
 
 @dataclasses.dataclass
@@ -55,16 +55,12 @@ def resolve(expected, *, public_key=None, certificate_chain=None, algorithm=None
     if isinstance(expected, Expected):
         got = expected
     elif isinstance(expected, (str, os.PathLike)):
-        from .signing import _expected_tensors, _open_bundle, trust_from
+        from .signing import expected_table, trust_from
 
         path = os.fspath(expected)
-        statement, _, _ = _open_bundle(path, trust_from(public_key, certificate_chain))
-        entries = _expected_tensors(statement, path)
-        hash_type = statement.tensors["hash_type"]
-        if hash_type not in ALGORITHMS:
-            raise VerificationError(f"{path}: unknown tensor algorithm '{hash_type}'")
-        got = Expected(hash_type, {n: bytes.fromhex(e["digest"]) for n, e in entries.items()},
-                       {n: (e["dtype"], tuple(e["shape"])) for n, e in entries.items()}, path)
+        hash_type, rows = expected_table(path, trust_from(public_key, certificate_chain))
+        got = Expected(hash_type, {n: digest for n, digest, _, _ in rows},
+                       {n: (dtype, shape) for n, _, dtype, shape in rows}, path)
     elif isinstance(expected, dict):
         digests = {}
         for name, value in expected.items():

@@ -19,11 +19,14 @@ import torch
 
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
+from sentry_ops import _C
+
 from . import bundle as bundle_format
-from . import bundle_v02, file_reader, model_files, safetensors_format
-from .crypto import (PrivateKey, PublicKey, certificate_public_key, load_certificates,
-                     verify_certificate_chain)
+from . import file_reader, model_files, safetensors_format
+from .crypto import PrivateKey, PublicKey, certificate_public_key, load_certificates
 from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
+
+_native = _C.bundle
 
 
 @dataclasses.dataclass
@@ -153,68 +156,40 @@ def trust_from(public_key=None, certificate_chain=None, identity=None, identity_
                               trust_config=trust_config)
 
 
-def _check_signature(signed, key, source):
-    message = bundle_format.pae(signed.payload_type, signed.payload)
-    if key.verify(message, signed.signature):
-        return
-    # model_signing v0.2's key and certificate signers signed another message (bundle_v02).
-    if (bundle_v02.is_v02_statement(signed.payload)
-            and key.verify(bundle_v02.pae(signed.payload), signed.signature,
-                           hash=bundle_v02.SIGNATURE_HASH)):
-        return
-    other = (f" (the bundle names key {signed.public_key_hint}, you gave {key.hint()})"
-             if signed.public_key_hint and signed.public_key_hint != key.hint() else "")
-    raise VerificationError(f"{source}: the signature does not verify with this key{other}")
+def _native_trust(trust, signature_path):
+    """(the C++ reader's Trust, the bundle's bytes when already read) for `trust` (trust_from).
 
-
-def _certificate_key(signed, roots, source):
-    if not signed.certificate_chain:
-        raise VerificationError(f"{source}: the bundle carries no certificate chain")
-    if signed.tlog_entries:
-        # A Fulcio certificate chains to the Fulcio CA for any identity: only the keyless
-        # checks (identity, issuer, log) make it mean something.
-        raise MethodError(
-            f"{source}: this is a Sigstore keyless signature (it has a transparency-log entry); "
-            "verify it with ", Option("identity"), ", ", Option("identity_provider"), " and ",
-            Option("trusted_root"), " or ", Option("trust_config"))
-    return verify_certificate_chain(signed.certificate_chain, roots)
-
-
-def _keyless_key(signed, data, policy, source):
+    Keys and certificate roots are checked by the C++ reader itself. A keyless bundle's trust
+    decision is sigstore-python's, made on the raw bundle bytes; the C++ reader then reads those
+    same bytes and must find the payload sigstore-python verified."""
+    if isinstance(trust, PublicKey):
+        return _native.Trust.public_key(trust._key), None
+    if isinstance(trust, _CertificateRoots):
+        return _native.Trust.certificate_roots(load_certificates(trust.roots)), None
     from . import keyless
 
-    if not signed.certificate_chain:
-        raise MethodError(f"{source}: the bundle carries no certificate: it was signed with a "
-                          "key, not keyless; verify it with ", Option("public_key"))
-    payload_type, payload = keyless.verify_bundle(data, source, policy)
-    if payload_type != signed.payload_type or payload != signed.payload:
-        raise VerificationError(f"{source}: sigstore-python and Sentry read different payloads "
-                                "from the bundle")
-    return certificate_public_key(signed.certificate_chain[0])
+    data = bundle_format.read_bundle_bytes(signature_path)
+    if not bundle_format.Bundle.from_json(data, source=signature_path).certificate_chain:
+        raise MethodError(f"{signature_path}: the bundle carries no certificate: it was signed "
+                          "with a key, not keyless; verify it with ", Option("public_key"))
+    payload_type, payload = keyless.verify_bundle(data, signature_path, trust)
+    return _native.Trust.verified_keyless(payload_type, payload), data
 
 
 def _open_bundle(signature_path, trust):
     """Reads the bundle, checks its signature with `trust` (trust_from), returns
     (statement, key, timings)."""
-    timings = {}
+    path = os.fspath(signature_path)
     t0 = time.perf_counter()
-    data = bundle_format.read_bundle_bytes(signature_path)
-    signed = bundle_format.Bundle.from_json(data, source=os.fspath(signature_path))
-    timings["read bundle"] = (time.perf_counter() - t0) * 1e3
-    t0 = time.perf_counter()
-    if isinstance(trust, PublicKey):
-        key = trust
-        _check_signature(signed, key, signature_path)
-    elif isinstance(trust, _CertificateRoots):
-        key = _certificate_key(signed, trust.roots, signature_path)
-        _check_signature(signed, key, signature_path)
-    else:
-        key = _keyless_key(signed, data, trust, signature_path)
-    timings["check signature"] = (time.perf_counter() - t0) * 1e3
-    t0 = time.perf_counter()
-    statement = bundle_format.parse_statement(signed.payload, os.fspath(signature_path))
-    timings["parse statement"] = (time.perf_counter() - t0) * 1e3
-    return statement, key, timings
+    native, data = _native_trust(trust, path)
+    keyless_ms = (time.perf_counter() - t0) * 1e3 if data is not None else 0.0
+    with bundle_format.native_errors():
+        if data is None:
+            fields, _, key, timings = _native.open_bundle(path, native)
+        else:
+            fields, _, key, timings = _native.open_bundle_data(data, path, native)
+    timings["check signature"] += keyless_ms
+    return bundle_format._statement(fields), PublicKey(key), timings
 
 
 def _signer(trust):
@@ -224,39 +199,24 @@ def _signer(trust):
     return {"identity": trust.identity, "identity_provider": trust.identity_provider}
 
 
-def _expected_tensors(statement, source, files=None):
-    """{name: entry} of the signed tensors, from the predicate.tensors extension: all of them,
-    or those of the listed ``files`` (a path or a list of paths, as the signature names them).
-    A name signed in more than one of those files is refused: a state dict's keys cannot say
-    which file a tensor came from, so no choice between them would be sound."""
-    if not statement.tensors:
-        raise VerificationError(
-            f"{source}: this signature lists no tensors (method {statement.method}); "
-            "verify its files with verify_files")
-    # parse_statement has checked that, for method tensors, they agree with the resources.
-    entries = statement.tensors["entries"]
-    if files is not None:
-        files = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) else [
-            os.fspath(f) for f in files]
-        listed = sorted({e.get("file") for e in entries if e.get("file") is not None})
-        unknown = [f for f in files if f not in listed]
-        if unknown:
-            raise VerificationError(f"{source}: lists no tensors of {', '.join(unknown)} (files "
-                                    f"with tensors: {', '.join(listed) or 'none'})")
-        entries = [e for e in entries if e.get("file") in files]
-    by_name = {}
-    for e in entries:
-        by_name.setdefault(e["name"], []).append(e.get("file"))
-    repeated = {n: where for n, where in by_name.items() if len(where) > 1}
-    if repeated:
-        shown = ", ".join(f"'{n}' ({' and '.join(where)})" for n, where in
-                          sorted(repeated.items())[:3])
-        raise FormatError(
-            f"{source}: tensors of the same name are signed in several files: {shown}"
-            f"{', ...' if len(repeated) > 3 else ''}; a loaded state dict cannot say which file "
-            "it came from: name the file its tensors were loaded from (file=), or verify the "
-            "files on disk (verify_files)")
-    return {e["name"]: e for e in entries}
+def _file_list(file):
+    """verify_model's ``file``: None, or the paths (as the signature names them) as a list."""
+    if file is None:
+        return None
+    return [os.fspath(file)] if isinstance(file, (str, os.PathLike)) else [
+        os.fspath(f) for f in file]
+
+
+def expected_table(signature_path, trust, file=None):
+    """The signature's table of expected tensor digests, its signature checked with ``trust``
+    (trust_from): (hash_type, [(name, 32-byte digest, safetensors dtype, shape)]) sorted by
+    name, of every file or of ``file`` (a path or a list, as the signature names them). The C++
+    reader builds it (sentry::expected_tensors): a name signed in two of the files concerned is
+    a FormatError, a signature without tensors a VerificationError."""
+    path = os.fspath(signature_path)
+    native, data = _native_trust(trust, path)
+    with bundle_format.native_errors():
+        return _native.expected_tensors(path, native, data, _file_list(file))
 
 
 def verify_model(model_or_state_dict, signature_path, *, public_key=None, certificate_chain=None,
@@ -275,58 +235,24 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     (PEM path or PublicKey), certificate_chain (the trusted root certificates, PEM path), or
     identity and identity_provider (keyless: the signer's identity and OIDC issuer) with
     trusted_root (a Sigstore trusted_root.json) or trust_config (a client trust config).
+
+    The work is C++ (sentry::verify_model): CUDA tensors start hashing, one call per device,
+    before the bundle is read, its signature checked and its statement parsed on the host.
     """
-    t0 = time.perf_counter()
     state = _state_dict(model_or_state_dict)
-    names = sorted(state)
-    # Dense CUDA tensors start hashing with the default algorithm before the bundle is even
-    # read: the GPU works while the host checks the signature and parses the statement.
-    # (Wasted, and redone below, only if the signature uses another algorithm.) Their hash reads
-    # the bytes they hold; a strided or expanded tensor, whose contiguous copy may be far larger
-    # than its storage, waits until its dtype and shape are found to be the signed ones.
-    early = _digests_by_device([n for n in names if state[n].is_cuda and state[n].is_contiguous()],
-                               state, "blake3")
-    launched_ms = (time.perf_counter() - t0) * 1e3
     trust = trust_from(public_key, certificate_chain, identity, identity_provider,
                        trusted_root, trust_config)
-    statement, key, timings = _open_bundle(signature_path, trust)
-    timings = {"launch GPU hash": launched_ms, **timings}
-    t0 = time.perf_counter()
-    expected = _expected_tensors(statement, signature_path, file)
-    algorithm = statement.tensors["hash_type"]
-    if algorithm not in ALGORITHMS:
-        raise VerificationError(f"{signature_path}: unknown tensor algorithm '{algorithm}'")
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    common = sorted(set(expected) & set(state))
-    changed = []
-    for name in common:
-        t, e = state[name], expected[name]
-        if (safetensors_format.safetensors_dtype_name(t.dtype) != e["dtype"]
-                or list(t.shape) != list(e["shape"])):
-            changed.append(name)
-    timings["match names"] = (time.perf_counter() - t0) * 1e3
-    t0 = time.perf_counter()
-    # Only tensors of the signed dtype and shape are hashed from here: nothing larger than what
-    # was signed is ever made contiguous.
-    groups = early if algorithm == "blake3" else {}
-    hashed = {n for group, _ in groups.values() for n in group}
-    same_layout = set(common) - set(changed)
-    groups.update(_digests_by_device([n for n in names if n in same_layout and n not in hashed],
-                                     state, algorithm))
-    none = bytes(32)  # rows of unexpected tensors: compared, but their result is not used
-    for device, (group, digests) in groups.items():
-        raw = b"".join(bytes.fromhex(expected[n]["digest"]) if n in expected else none
-                       for n in group)
-        want = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, 32)
-        differs = (digests != want.to(device, non_blocking=True)).any(dim=1).cpu().tolist()
-        changed += [n for n, bad in zip(group, differs) if bad and n in same_layout]
-    timings["finish hash and compare"] = (time.perf_counter() - t0) * 1e3
-    if changed or missing or unexpected:
-        raise VerificationError(f"{signature_path}: the model does not match its signature",
-                                changed=sorted(set(changed)), missing=missing, unexpected=unexpected)
-    return Verified(statement.model_name, statement.method, algorithm, common, key.hint(), timings,
-                    **_signer(trust))
+    path = os.fspath(signature_path)
+    native, data = _native_trust(trust, path)
+    names, tensors = list(state), list(state.values())
+    files = _file_list(file)
+    with bundle_format.native_errors():
+        if data is None:
+            v = _native.verify_model(names, tensors, path, native, files)
+        else:
+            v = _native.verify_model_data(names, tensors, data, path, native, files)
+    return Verified(v["model_name"], v["method"], v["hash_type"], v["names"], v["key_hint"],
+                    v["timings_ms"], **_signer(trust))
 
 
 def _safetensors_headers(model_dir, rels):

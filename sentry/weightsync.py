@@ -84,7 +84,7 @@ class WeightManifest:
         if not isinstance(doc, dict) or set(doc) - {"tensors", "segments"} or "tensors" not in doc:
             raise FormatError(f"{source}: a weight manifest is an object with 'tensors' (and "
                               "optionally 'segments')")
-        listing = bundle_format._parse_tensors(doc["tensors"], source, "manifest", None, [])
+        listing = bundle_format.parse_tensor_listing(data, source, "weight manifest")
         tensors = {e["name"]: (e["dtype"], tuple(e["shape"]), bytes.fromhex(e["digest"]))
                    for e in listing["entries"]}
         segments = _parse_segments(doc.get("segments", {}), tensors, listing["hash_type"], source)

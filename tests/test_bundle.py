@@ -253,6 +253,26 @@ def test_parse_statement_refuses(case, mutate, message):
         B.parse_statement(json.dumps(doc).encode(), source="sig.json")
 
 
+def test_reader_names_the_field_of_values_it_cannot_read():
+    """The C++ reader refuses numbers beyond 64 bits, NaN, bad escapes and duplicate keys
+    anywhere (ignored fields too), naming the field; every message is one line."""
+    doc = _doc(_tensor_statement())
+    doc["predicate"]["tensors"]["entries"][0]["shape"] = [2 ** 70]
+    cases = [(_dump(doc), r"predicate\.tensors\.entries\[0\]\.shape\[0\]: invalid number")]
+    doc = _doc(_tensor_statement())
+    cases.append((_dump(doc).replace(b'"allow_symlinks": false', b'"allow_symlinks": NaN'),
+                  r"predicate\.serialization\.allow_symlinks: NaN is not valid JSON"))
+    cases.append((_dump(doc).replace(b'"name": "model"', b'"name": "m\\x"'),
+                  r"subject\[0\]\.name: invalid string"))
+    cases.append((_dump(doc).replace(b'"predicateType"',
+                                     b'"extra": {"k": 1, "k": 2}, "predicateType"'),
+                  r"extra: duplicate key 'k'"))
+    for raw, message in cases:
+        with pytest.raises(FormatError, match=r"^s\.json: " + message) as info:
+            B.parse_statement(raw, source="s.json")
+        assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("raw,message", [
     (b"{", "malformed statement"),
     (b"\xff\xfe", "not UTF-8"),
@@ -503,8 +523,9 @@ BAD_BUNDLES = [
 def test_bundle_from_json_refuses(mutate, message):
     doc = _good_bundle_doc()
     mutate(doc)
-    with pytest.raises(FormatError, match=r"model\.sig: .*" + message):
+    with pytest.raises(FormatError, match=r"model\.sig: .*" + message) as info:
         B.Bundle.from_json(json.dumps(doc).encode(), source="model.sig")
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("raw,message", [

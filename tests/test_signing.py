@@ -105,6 +105,15 @@ def test_module_and_state_dict_agree(tmp_path, keys):
     _rejects(model, str(tmp_path / "m.sig"), pub, changed=["0.weight"])
 
 
+def test_tensor_of_a_dtype_safetensors_cannot_name_is_refused_by_name(tmp_path, keys):
+    priv, pub = keys["alice"]
+    state = _state("cpu")
+    sign_model(state, priv, str(tmp_path / "m.sig"))
+    state["block.0.b"] = state["block.0.b"].to(torch.complex128)
+    with pytest.raises(FormatError, match="tensor 'block.0.b': ComplexDouble has no safetensors"):
+        verify_model(state, str(tmp_path / "m.sig"), public_key=pub)
+
+
 # ---- files, and one signature for files and tensors ------------------------------------------
 
 

@@ -6,7 +6,11 @@
 #include <ATen/ATen.h>
 
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
+
+#include "bundle.h"
 
 namespace sentry {
 
@@ -27,5 +31,41 @@ at::Tensor ecdsa_p256_verify(const at::Tensor& public_keys, const at::Tensor& di
 
 // Lower-case hex of each 32-byte row of a digest tensor (copied to the host).
 std::vector<std::string> to_hex(const at::Tensor& digests);
+
+// A model's tensors by name (a state dict: parameters and persistent buffers).
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// What verify_model established.
+struct VerifiedModel {
+  std::string model_name;
+  std::string method;     // the statement's serialization method: "tensors" or "files"
+  std::string hash_type;  // the tensor digests' algorithm: "blake3" or "sha256-tree"
+  std::vector<std::string> names;  // the verified tensors, sorted
+  std::string key_hint;            // hex SHA-256 of the verifying key's PEM
+  // Milliseconds: "launch GPU hash", "read bundle", "check signature", "parse statement",
+  // "match names", "finish hash and compare".
+  std::vector<std::pair<std::string, double>> timings_ms;
+};
+
+// Checks tensors against a signature bundle's predicate.tensors, on the tensors' devices:
+// CUDA tensors start hashing (one hash_tensors call per device, on its current stream) before
+// the bundle is read, its signature checked with `trust` and its statement parsed on the host;
+// then names, dtypes and shapes are matched, the expected digests go to each device in one
+// copy, and one flag per tensor comes back. Throws VerificationError naming the changed,
+// missing and unexpected tensors (its lists hold them), or when the signature does not verify;
+// FormatError for a malformed bundle or a tensor of a dtype safetensors cannot name.
+// With a signature of a directory, the tensors must be every signed tensor of its safetensors
+// files or, given `files` (paths as the signature names them), exactly those files' tensors; a
+// name signed in two of the files concerned is a FormatError (expected_tensors, bundle.h).
+VerifiedModel verify_model(const NamedTensors& tensors, const std::string& signature_path,
+                           const Trust& trust,
+                           const std::optional<std::vector<std::string>>& files = std::nullopt);
+// The same over bundle bytes already read (`source` names them in messages).
+VerifiedModel verify_model_data(const NamedTensors& tensors, std::string_view bundle_data,
+                                const std::string& source, const Trust& trust,
+                                const std::optional<std::vector<std::string>>& files = std::nullopt);
+
+// The safetensors name of a dtype ("F32", "BF16", ...); empty when it has none.
+std::string safetensors_dtype_name(at::ScalarType dtype);
 
 }  // namespace sentry

@@ -1,0 +1,151 @@
+// Opening a bundle: read it, check its signature with the caller's trust, then parse the
+// statement (sentry/bundle.h). The statement is parsed only once the signature has verified, so
+// an unsigned payload is never interpreted.
+#include <chrono>
+
+#include "strict_json.h"
+
+namespace sentry {
+
+struct TrustAccess {
+  static const crypto::PublicKey& key(const Trust& t) { return *t.key_; }
+  static const std::vector<std::string>& roots(const Trust& t) { return t.roots_der_; }
+  static const std::string& payload_type(const Trust& t) { return t.payload_type_; }
+  static const std::string& payload(const Trust& t) { return t.payload_; }
+};
+
+Trust Trust::public_key(crypto::PublicKey key) {
+  Trust t(Kind::kPublicKey);
+  t.key_ = std::move(key);
+  return t;
+}
+
+Trust Trust::certificate_roots(std::vector<std::string> roots_der) {
+  Trust t(Kind::kCertificateRoots);
+  t.roots_der_ = std::move(roots_der);
+  return t;
+}
+
+Trust Trust::verified_keyless(std::string payload_type, std::string payload) {
+  Trust t(Kind::kVerifiedKeyless);
+  t.payload_type_ = std::move(payload_type);
+  t.payload_ = std::move(payload);
+  return t;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// True when the payload is a JSON object whose predicateType is model_signing v0.2's. Says
+// nothing about its validity (parse_statement checks that).
+bool is_v02_statement(std::string_view payload) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(payload.data(), payload.size()).get(doc) != simdjson::SUCCESS) return false;
+  std::string_view type;
+  return doc["predicateType"].get_string().get(type) == simdjson::SUCCESS &&
+         type == kV02PredicateType;
+}
+
+void check_signature(const Bundle& bundle, const crypto::PublicKey& key, const std::string& source) {
+  if (key.verify(crypto::dsse_pae(bundle.payload_type, bundle.payload), bundle.signature)) return;
+  // model_signing v0.2's key and certificate signers signed another message, with SHA-256 on
+  // every curve; only its own statements are checked against that message.
+  if (is_v02_statement(bundle.payload) &&
+      key.verify(v02_pae(bundle.payload), bundle.signature, "SHA-256")) {
+    return;
+  }
+  std::string other;
+  if (!bundle.public_key_hint.empty() && bundle.public_key_hint != key.hint()) {
+    other = " (the bundle names key " + bundle.public_key_hint + ", you gave " + key.hint() + ")";
+  }
+  throw VerificationError(source + ": the signature does not verify with this key" + other);
+}
+
+crypto::PublicKey certificate_key(const Bundle& bundle, const std::vector<std::string>& roots,
+                                  const std::string& source) {
+  if (bundle.certificate_chain.empty()) {
+    throw VerificationError(source + ": the bundle carries no certificate chain");
+  }
+  if (!bundle.tlog_entries.empty()) {
+    // A Fulcio certificate chains to the Fulcio CA for any identity: only the keyless checks
+    // (identity, issuer, log) make it mean something.
+    throw MethodError({{source + ": this is a Sigstore keyless signature (it has a "
+                        "transparency-log entry); verify it with "},
+                       {"identity", true}, {", "}, {"identity_provider", true}, {" and "},
+                       {"trusted_root", true}, {" or "}, {"trust_config", true}});
+  }
+  try {
+    return crypto::verify_certificate_chain(bundle.certificate_chain, roots);
+  } catch (const crypto::ChainError& e) {
+    throw VerificationError(source + ": " + e.what());
+  } catch (const crypto::CryptoError& e) {
+    throw FormatError(source + ": " + e.what());
+  }
+}
+
+crypto::PublicKey keyless_key(const Bundle& bundle, const Trust& trust, const std::string& source) {
+  if (bundle.certificate_chain.empty()) {
+    throw MethodError({{source + ": the bundle carries no certificate: it was signed with a key, "
+                        "not keyless; verify it with "},
+                       {"public_key", true}});
+  }
+  if (TrustAccess::payload_type(trust) != bundle.payload_type ||
+      TrustAccess::payload(trust) != bundle.payload) {
+    throw VerificationError(source +
+                            ": sigstore-python and Sentry read different payloads from the bundle");
+  }
+  try {
+    return crypto::certificate_public_key(bundle.certificate_chain[0]);
+  } catch (const crypto::CryptoError& e) {
+    throw FormatError(source + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+SignedStatement open_bundle_data(std::string_view data, const std::string& source,
+                                 const Trust& trust) {
+  auto t0 = Clock::now();
+  Bundle bundle = parse_bundle(data, source);
+  const double read_ms = ms_since(t0);
+  t0 = Clock::now();
+  std::optional<crypto::PublicKey> key;
+  switch (trust.kind()) {
+    case Trust::Kind::kPublicKey:
+      key = TrustAccess::key(trust);
+      check_signature(bundle, *key, source);
+      break;
+    case Trust::Kind::kCertificateRoots:
+      key = certificate_key(bundle, TrustAccess::roots(trust), source);
+      check_signature(bundle, *key, source);
+      break;
+    case Trust::Kind::kVerifiedKeyless:
+      key = keyless_key(bundle, trust, source);
+      break;
+  }
+  const double check_ms = ms_since(t0);
+  t0 = Clock::now();
+  Statement statement = parse_statement(bundle.payload, source);
+  const double parse_ms = ms_since(t0);
+  return SignedStatement{std::move(bundle), std::move(statement), std::move(*key),
+                         {{"read bundle", read_ms},
+                          {"check signature", check_ms},
+                          {"parse statement", parse_ms}}};
+}
+
+SignedStatement open_bundle(const std::string& path, const Trust& trust) {
+  const auto t0 = Clock::now();
+  const std::string data = read_bundle_file(path);
+  const double read_ms = ms_since(t0);
+  SignedStatement out = open_bundle_data(data, path, trust);
+  out.timings_ms[0].second += read_ms;
+  return out;
+}
+
+}  // namespace sentry
