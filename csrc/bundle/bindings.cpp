@@ -293,6 +293,8 @@ void sentry_register_bundle(py::module_& m) {
       },
       py::arg("names"), py::arg("tensors"), py::arg("path"), py::arg("trust"),
       py::arg("files") = py::none());
+  b.def("clear_bundle_memo", &sentry::clear_bundle_memo,
+        "Forgets the bundles verify_model remembers (sentry::open_bundle_memoised).");
   b.def(
       "verify_model_data",
       [](const std::vector<std::string>& names, const std::vector<at::Tensor>& tensors,

@@ -2,6 +2,8 @@
 // statement (sentry/bundle.h). The statement is parsed only once the signature has verified, so
 // an unsigned payload is never interpreted.
 #include <chrono>
+#include <list>
+#include <mutex>
 
 #include "strict_json.h"
 
@@ -146,6 +148,73 @@ SignedStatement open_bundle(const std::string& path, const Trust& trust) {
   SignedStatement out = open_bundle_data(data, path, trust);
   out.timings_ms[0].second += read_ms;
   return out;
+}
+
+namespace {
+
+// The identity of a key or of certificate roots, as the memo compares them; empty for keyless.
+std::string trust_identity(const Trust& trust) {
+  switch (trust.kind()) {
+    case Trust::Kind::kPublicKey: {
+      const crypto::PublicKey& key = TrustAccess::key(trust);
+      return "key:" + std::to_string(static_cast<int>(key.curve())) + ":" + key.raw_xy();
+    }
+    case Trust::Kind::kCertificateRoots: {
+      std::string out = "roots";
+      for (const std::string& der : TrustAccess::roots(trust)) {
+        out += ":" + std::to_string(der.size()) + ":" + der;
+      }
+      return out;
+    }
+    case Trust::Kind::kVerifiedKeyless:
+      return "";
+  }
+  return "";
+}
+
+struct MemoEntry {
+  std::string data, trust;
+  std::shared_ptr<const SignedStatement> opened;
+};
+
+std::mutex memo_mutex;
+std::list<MemoEntry> memo;  // most recently used first
+std::uint64_t memo_bytes = 0;
+
+}  // namespace
+
+OpenedBundle open_bundle_memoised(std::string_view data, const std::string& source,
+                                  const Trust& trust) {
+  const auto t0 = Clock::now();
+  std::string identity = trust_identity(trust);
+  if (!identity.empty()) {
+    std::lock_guard<std::mutex> lock(memo_mutex);
+    for (auto it = memo.begin(); it != memo.end(); ++it) {
+      if (it->trust == identity && it->data == data) {
+        memo.splice(memo.begin(), memo, it);
+        return {it->opened, {{"memoised", ms_since(t0)}}};
+      }
+    }
+  }
+  auto opened = std::make_shared<const SignedStatement>(open_bundle_data(data, source, trust));
+  OpenedBundle out{opened, opened->timings_ms};
+  const std::uint64_t cost = data.size() + identity.size();
+  if (!identity.empty() && cost <= kBundleMemoBytes / 4) {
+    std::lock_guard<std::mutex> lock(memo_mutex);
+    memo.push_front({std::string(data), std::move(identity), opened});
+    memo_bytes += cost;
+    while (memo_bytes > kBundleMemoBytes || memo.size() > 8) {
+      memo_bytes -= memo.back().data.size() + memo.back().trust.size();
+      memo.pop_back();
+    }
+  }
+  return out;
+}
+
+void clear_bundle_memo() {
+  std::lock_guard<std::mutex> lock(memo_mutex);
+  memo.clear();
+  memo_bytes = 0;
 }
 
 }  // namespace sentry

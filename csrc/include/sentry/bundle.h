@@ -11,6 +11,7 @@
 #pragma once
 
 #include <array>
+#include <memory>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -227,6 +228,21 @@ SignedStatement open_bundle(const std::string& path, const Trust& trust);
 // The same over bundle bytes already read; `source` names them in messages.
 SignedStatement open_bundle_data(std::string_view data, const std::string& source,
                                  const Trust& trust);
+
+// open_bundle_data through a memo of the bundles whose signature verified in this process (the
+// last few, at most kBundleMemoBytes in all): the same bytes checked with the same trust (a key,
+// or certificate roots) give the same statement, so a repeat skips the signature check and the
+// parse; its timings say "memoised" instead. Nothing that failed is remembered, and keyless trust
+// (checked by the caller before each call) is never memoised. Thread-safe.
+struct OpenedBundle {
+  std::shared_ptr<const SignedStatement> opened;  // shared with the memo
+  std::vector<std::pair<std::string, double>> timings_ms;  // of this open
+};
+OpenedBundle open_bundle_memoised(std::string_view data, const std::string& source,
+                                  const Trust& trust);
+inline constexpr std::uint64_t kBundleMemoBytes = 64ull * 1024 * 1024;
+// Forgets every memoised bundle (benchmarks measure a first open with it).
+void clear_bundle_memo();
 
 // What model_signing v0.2.0's key and certificate signers signed instead of the DSSE PAE:
 // "DSSEV1 <len type> <type> <len payload> " followed by Python's repr() of the payload bytes.
