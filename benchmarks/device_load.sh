@@ -4,8 +4,8 @@
 # cold, next to safetensors, fastsafetensors, runai-model-streamer and the reference tool).
 # Logs and the benchmark's JSON go to $OUT.
 #
-# The peers' wheels travel in .whl/ (fastsafetensors 0.5.0, runai-model-streamer 0.17.1); they
-# are installed with no index and no dependencies into /tmp/site, nothing else is fetched.
+# The peers' wheels travel in .whl/ (fastsafetensors 0.5.0, runai-model-streamer 0.17.1,
+# model-signing 1.1.1), simdjson in .devdeps/ (benchmarks/device_env.sh).
 #   bash benchmarks/device_load.sh            # all of it
 #   SENTRY_SKIP_TESTS=1 bash benchmarks/device_load.sh
 set -o pipefail
@@ -15,19 +15,7 @@ export MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 nproc | sed 's/^/cpus: /'
 
-if ls .whl/*.whl >/dev/null 2>&1; then
-  # Only distributions the machine lacks: a carried wheel must not shadow what torch or
-  # transformers were installed with.
-  wheels=()
-  for w in .whl/*.whl; do
-    name=$(basename "$w" | cut -d- -f1)
-    python3 -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$name" \
-      2>/dev/null || wheels+=("$w")
-  done
-  python3 -m pip install --no-index --no-deps --target /tmp/site "${wheels[@]}" >"$OUT/peers.log" 2>&1 \
-    && echo "installed: ${wheels[*]##*/}" || { echo "wheels did not install:"; tail -5 "$OUT/peers.log"; }
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+source benchmarks/device_env.sh
 
 start=$(date +%s)
 python3 -m pip install --no-build-isolation --no-index -e . >"$OUT/build.log" 2>&1 \

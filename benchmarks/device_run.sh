@@ -5,10 +5,7 @@ set -o pipefail
 OUT=${OUT:-/tmp/sentry-out}
 mkdir -p "$OUT"
 export MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} PYTHONUNBUFFERED=1
-# simdjson: the machine's own, or the Debian packages scripts/fetch_device_deps.sh unpacked here.
-if [ -z "${SIMDJSON_ROOT:-}" ] && [ ! -e /usr/include/simdjson.h ] && [ -e .devdeps/root/usr/include/simdjson.h ]; then
-  export SIMDJSON_ROOT=$PWD/.devdeps/root/usr
-fi
+source benchmarks/device_env.sh
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv | tee "$OUT/gpu.txt"
 start=$(date +%s)
 python3 -m pip install --no-build-isolation --no-index -e . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }

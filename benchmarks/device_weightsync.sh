@@ -9,6 +9,7 @@ set -o pipefail
 export PATH="$PWD/.gpubin:$PATH"
 OUT=${OUT:-/tmp/sentry-out}
 mkdir -p "$OUT"
+source benchmarks/device_env.sh
 export MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} PYTHONUNBUFFERED=1
 steps=${*:-build cuda nccl bench}
 deadline=$(( $(date +%s) + ${SENTRY_DEADLINE_S:-470} ))
