@@ -107,7 +107,10 @@ def load_trusted_root(trusted_root=None, trust_config=None):
                           f"{what} ({expected}...)")
     try:
         if trusted_root is not None:
-            return models.TrustedRoot.from_file(os.fspath(path))
+            # From the bytes checked above (TrustedRoot.from_file would read the path again).
+            from sigstore_models.trustroot import v1 as trustroot_v1
+
+            return models.TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
         return models.ClientTrustConfig.from_json(data.decode("utf-8")).trusted_root
     except Exception as exc:  # pydantic's and sigstore's errors: malformed trust material
         raise FormatError(f"{what} {os.fspath(path)}: not a valid Sigstore {what}: "

@@ -280,6 +280,17 @@ def test_trust_loaded_once_is_reusable():
     assert _verify(MODEL, trusted_root=root).identity == IDENTITY
 
 
+def test_trusted_root_is_parsed_from_the_bytes_read_once(monkeypatch):
+    # A second read of the path could see another file than the one checked as regular.
+    from sigstore import models
+
+    def second_read(*_):
+        raise AssertionError("the trusted root was read a second time")
+
+    monkeypatch.setattr(models.TrustedRoot, "from_file", classmethod(second_read))
+    assert _verify(MODEL, trusted_root=PRODUCTION_ROOT).identity == IDENTITY
+
+
 def test_missing_sigstore_package_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sigstore", None)
     with pytest.raises(DependencyError, match="pip install sigstore"):
