@@ -1,5 +1,5 @@
 // A LibTorch program that loads a signed model with sentry::load_verified: every byte of the
-// signed directory is checked on its way to the device (the CPU, or a GPU with a third
+// signed directory is checked on its way to the device (the CPU, or a GPU with a fourth
 // argument), the tensors go into a small MLP's parameters, and a forward pass runs. Then a copy
 // of the directory with one byte of its weights flipped is refused, naming the file.
 //
@@ -7,22 +7,15 @@
 #include <sentry/sentry.h>
 #include <torch/torch.h>
 
+#include "read_file.h"
+
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(path + ": cannot be read");
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 // A copy of the model directory whose weights file has its last byte flipped.
 std::string tampered_copy(const std::string& model_dir) {
@@ -47,7 +40,7 @@ int main(int argc, char** argv) {
   }
   const std::string model_dir = argv[1], signature = argv[2];
   const sentry::Trust trust =
-      sentry::Trust::public_key(sentry::crypto::PublicKey::from_pem(read_file(argv[3])));
+      sentry::Trust::public_key(sentry::crypto::PublicKey::from_pem(example::read_file(argv[3])));
   sentry::LoadVerifiedOptions options;
   options.device = torch::Device(argc == 5 ? argv[4] : "cpu");
 
