@@ -85,7 +85,8 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, std::uint64_t 
   };
   simdjson::dom::parser reused, fresh;
   simdjson::dom::parser& parser = json::parser_for(text.size(), reused, fresh);
-  const json::Reader reader("");
+  const std::string unnamed;  // the Reader keeps a reference: named below, as Python does
+  const json::Reader reader(unnamed);
   json::element doc;
   try {
     doc = reader.parse(parser, text, "header");
