@@ -7,19 +7,11 @@
 #include <sentry/sentry.h>
 #include <torch/torch.h>
 
-#include <fstream>
+#include "read_file.h"
+
 #include <iostream>
-#include <sstream>
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(path + ": cannot be read");
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 // ((i % 7) - 3) / 4 for element i in row-major order, as make_signed_model.py writes them.
 torch::Tensor formula_weights(at::IntArrayRef shape) {
@@ -43,7 +35,7 @@ int main(int argc, char** argv) {
   }
   const std::string signature = argv[2];
   const sentry::Trust trust =
-      sentry::Trust::public_key(sentry::crypto::PublicKey::from_pem(read_file(argv[3])));
+      sentry::Trust::public_key(sentry::crypto::PublicKey::from_pem(example::read_file(argv[3])));
 
   torch::nn::Sequential model(torch::nn::Linear(4, 8), torch::nn::ReLU(), torch::nn::Linear(8, 2));
   {

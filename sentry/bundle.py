@@ -43,7 +43,7 @@ import typing
 
 from sentry_ops import _C
 
-from .errors import FormatError, MethodError, Option, VerificationError, error_text
+from .errors import FormatError, MethodError, Option, OptionError, VerificationError, error_text
 from .fileio import atomic_write
 
 _native = _C.bundle
@@ -70,6 +70,8 @@ def native_errors():
     """The C++ reader's errors as Sentry's: FormatError, VerificationError (with its lists)."""
     try:
         yield
+    except _native.OptionError as exc:  # parts: text, or (option keyword, Python spelling)
+        raise OptionError(*(p if isinstance(p, str) else Option(*p) for p in exc.args)) from None
     except _native.FormatError as exc:
         raise FormatError(str(exc)) from None
     except _native.MethodError as exc:  # parts: text, or (option keyword,)

@@ -21,11 +21,8 @@ _serialization/file.py and serialization.py), reproduced here:
 """
 import os
 import pathlib
-import posixpath
-import stat
 
-from .errors import FormatError, Option, OptionError
-from .fileio import open_input_file
+from .errors import FormatError
 
 #: Ignored at the top of the model directory unless ignore_git_paths=False.
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
@@ -48,14 +45,10 @@ def file_path(model_dir, rel):
     return os.fspath(model_dir) if rel == "." else os.path.join(os.fspath(model_dir), rel)
 
 
-def _relative_inside(root_real, path):
-    """``path`` (absolute) relative to ``root_real`` as POSIX, or None when outside it."""
-    rel = os.path.relpath(os.path.realpath(path), root_real)
-    if rel == os.curdir:
-        return "."
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
-        return None
-    return rel.replace(os.sep, "/")
+def _native():
+    from sentry_ops import _C
+
+    return _C.bundle
 
 
 def effective_ignore_paths(model_dir, *, ignore_paths=(), signature_path=None,
@@ -67,95 +60,28 @@ def effective_ignore_paths(model_dir, *, ignore_paths=(), signature_path=None,
     Relative entries of ``ignore_paths`` are relative to the model directory; absolute ones are
     made relative to it; entries outside it are dropped (they cannot match anything). The
     signature path is absolute or relative to the current directory, as on a command line.
+    (The C++ listing's rules: csrc/bundle/model_files.cpp.)
     """
-    model_dir = os.fspath(model_dir)
-    root_real = os.path.realpath(model_dir)
-    out = set()
-    for p in ignore_paths:
-        p = os.fspath(p)
-        if not isinstance(p, str) or not p:
-            raise FormatError(f"ignore path {p!r} is not a non-empty path")
-        if os.path.isabs(p):
-            rel = _relative_inside(root_real, p)
-            if rel is None:
-                continue
-        else:
-            rel = posixpath.normpath(p.replace(os.sep, "/"))
-            if rel == ".." or rel.startswith("../"):
-                continue
-        if rel == ".":
-            raise FormatError(f"ignore path {p!r} is the model directory itself")
-        out.add(rel)
-    if signature_path is not None:
-        rel = _relative_inside(root_real, os.path.abspath(os.fspath(signature_path)))
-        if rel not in (None, "."):
-            out.add(rel)
-    if ignore_git_paths:
-        out.update(GIT_PATHS)
-    return sorted(out)
+    from .bundle import native_errors
 
-
-def _ignored(rel, ignored):
-    return any(rel == p or rel.startswith(p + "/") for p in ignored)
+    with native_errors():
+        return _native().effective_ignore_paths(
+            os.fsencode(model_dir), [os.fsencode(p) for p in ignore_paths],
+            None if signature_path is None else os.fsencode(signature_path), ignore_git_paths)
 
 
 def list_files(model_dir, *, ignore_paths=(), signature_path=None, ignore_git_paths=True,
                allow_symlinks=False):
     """The model's files as POSIX paths relative to ``model_dir``, sorted (code-point order),
-    by the reference tool's rules (module docs). FormatError names a refused path."""
-    model_dir = os.fspath(model_dir)
-    ignored = effective_ignore_paths(model_dir, ignore_paths=ignore_paths,
-                                     signature_path=signature_path,
-                                     ignore_git_paths=ignore_git_paths)
+    by the reference tool's rules (module docs; the C++ listing, csrc/bundle/model_files.cpp).
+    FormatError names a refused path (OptionError for a symbolic link)."""
+    from .bundle import native_errors
 
-    def refuse_link(path):
-        raise OptionError(f"{path} is a symbolic link; symbolic links are refused unless ",
-                          Option("allow_symlinks", "allow_symlinks=True"))
-
-    def refuse_special(path, what="not a regular file or directory (or a broken link)"):
-        raise FormatError(f"{path} is {what}; a model holds only files and directories")
-
-    st = os.lstat(model_dir)
-    if stat.S_ISLNK(st.st_mode):
-        if not allow_symlinks:
-            refuse_link(model_dir)
-        try:
-            st = os.stat(model_dir)
-        except FileNotFoundError:
-            refuse_special(model_dir)
-    if stat.S_ISREG(st.st_mode):
-        return ["."]
-    if not stat.S_ISDIR(st.st_mode):
-        refuse_special(model_dir)
-
-    files = []
-    pending = [("", model_dir)]
-    while pending:
-        prefix, directory = pending.pop()
-        with os.scandir(directory) as it:
-            entries = list(it)
-        for entry in entries:
-            rel = prefix + entry.name
-            if entry.is_symlink():
-                if not allow_symlinks:
-                    refuse_link(entry.path)
-                try:
-                    target = os.stat(entry.path)
-                except OSError:
-                    refuse_special(entry.path, "a broken symbolic link")
-                if stat.S_ISREG(target.st_mode):
-                    if not _ignored(rel, ignored):
-                        files.append(rel)
-                elif not stat.S_ISDIR(target.st_mode):  # links to directories: not followed
-                    refuse_special(entry.path)
-            elif entry.is_dir(follow_symlinks=False):
-                pending.append((rel + "/", entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                if not _ignored(rel, ignored):
-                    files.append(rel)
-            else:
-                refuse_special(entry.path)
-    return sorted(files)
+    with native_errors():
+        return _native().list_files(
+            os.fsencode(model_dir), [os.fsencode(p) for p in ignore_paths],
+            None if signature_path is None else os.fsencode(signature_path), ignore_git_paths,
+            allow_symlinks)
 
 
 def hash_file(path, algorithm="sha256"):

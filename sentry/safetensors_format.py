@@ -12,10 +12,8 @@ unknown fields in a tensor's entry and empty tensor names are refused.
 import dataclasses
 import functools
 import os
-import struct
 
 from .errors import FormatError
-from .file_reader import open_input
 
 #: The `safetensors` package's limit on the header length.
 MAX_HEADER_SIZE = 100_000_000
@@ -40,9 +38,6 @@ _TORCH_NAMES = {
     "I32": "int32", "U32": "uint32", "F32": "float32",
     "I64": "int64", "U64": "uint64", "F64": "float64", "C64": "complex64",
 }
-
-_TENSOR_KEYS = {"dtype", "shape", "data_offsets"}
-
 
 @functools.lru_cache(maxsize=None)
 def _torch_maps():
@@ -113,150 +108,18 @@ class SafetensorsHeader:
         return {e.name: e for e in self.entries}
 
 
-def _no_duplicates(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise FormatError(f"duplicate key '{key}'")
-        obj[key] = value
-    return obj
-
-
-def _reject_constant(name):
-    raise FormatError(f"{name} is not valid JSON")
-
-
-def parse_header(header_bytes, data_size, source="safetensors header"):
-    """Validates the JSON header of a file whose data region has ``data_size`` bytes. Returns
-    (entries with offsets relative to the data region, metadata)."""
-    import json
-
-    def fail(problem, tensor=None):
-        where = f"{source}: tensor '{tensor}': " if tensor is not None else f"{source}: "
-        raise FormatError(where + problem)
-
-    try:
-        text = bytes(header_bytes).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        fail(f"header is not UTF-8 ({exc})")
-    try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except FormatError as exc:
-        fail(f"header is not valid JSON: {exc}")
-    except (ValueError, RecursionError) as exc:
-        fail(f"header is not valid JSON: {exc}")
-    if not isinstance(doc, dict):
-        fail(f"header must be a JSON object, got {type(doc).__name__}")
-
-    metadata = {}
-    entries = []
-    for name, info in doc.items():
-        if name == "__metadata__":
-            if info is None:  # the safetensors package accepts null
-                continue
-            if not isinstance(info, dict):
-                fail(f"__metadata__ must be an object of strings, got {type(info).__name__}")
-            for k, v in info.items():
-                if not isinstance(v, str):
-                    fail(f"__metadata__['{k}'] must be a string, got {type(v).__name__}")
-            metadata = dict(info)
-            continue
-        if not name:
-            fail("empty tensor name")
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            fail(f"tensor name {name!r} is not valid Unicode")
-        if not isinstance(info, dict):
-            fail(f"entry must be an object, got {type(info).__name__}", name)
-        missing = sorted(_TENSOR_KEYS - set(info))
-        if missing:
-            fail(f"missing {', '.join(missing)}", name)
-        unknown = sorted(set(info) - _TENSOR_KEYS)
-        if unknown:
-            fail(f"unknown field(s) {', '.join(unknown)}", name)
-        dtype = info["dtype"]
-        if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-            fail(f"unknown dtype {dtype!r}", name)
-        shape = info["shape"]
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            fail(f"shape must be a list of non-negative integers, got {shape!r}", name)
-        offsets = info["data_offsets"]
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(_is_int(o) and o >= 0 for o in offsets)):
-            fail(f"data_offsets must be [begin, end] non-negative integers, got {offsets!r}", name)
-        begin, end = offsets
-        if begin > end:
-            fail(f"data_offsets [{begin}, {end}]: begin is after end", name)
-        if end > data_size:
-            fail(f"data_offsets [{begin}, {end}] run past the data region ({data_size} bytes)",
-                 name)
-        try:
-            expected = byte_length(dtype, shape)
-        except FormatError as exc:
-            fail(str(exc), name)
-        if end - begin != expected:
-            fail(f"{end - begin} bytes in data_offsets, but {dtype} {shape} takes {expected}", name)
-        entries.append(TensorEntry(name, dtype, tuple(shape), begin, end - begin))
-
-    # The tensors must tile the data region: sorted by offset, each starts where the last ended.
-    entries.sort(key=lambda e: (e.offset, e.length, e.name))
-    position, previous = 0, None
-    for e in entries:
-        if e.offset < position:
-            fail(f"overlaps tensor '{previous}' (starts at {e.offset}, '{previous}' ends at "
-                 f"{position})", e.name)
-        if e.offset > position:
-            fail(f"{e.offset - position} bytes between the previous tensor and this one are not "
-                 "covered by any tensor", e.name)
-        position = e.offset + e.length
-        previous = e.name
-    if position != data_size:
-        fail(f"the data region has {data_size - position} bytes after the last tensor that no "
-             "tensor covers")
-    return entries, metadata
-
-
-def _pread_exact(fd, n, offset, path):
-    data = b""
-    while len(data) < n:
-        chunk = os.pread(fd, n - len(data), offset + len(data))
-        if not chunk:
-            raise FormatError(f"{path}: the file changed while it was read: it ended at byte "
-                              f"{offset + len(data)} while its header was read")
-        data += chunk
-    return data
-
-
 def read_header(path, fd=None):
     """Reads and validates a safetensors file's header (not its data): through ``fd`` (a
-    descriptor open on ``path``) when given, else by opening ``path``. The header's bytes,
-    length prefix included, are kept as ``prefix``: a reader of the data checks that the file
-    still starts with them (sentry/file_reader.py)."""
+    descriptor open on ``path``) when given, else by opening ``path`` without blocking (a FIFO
+    is a FormatError). The header's bytes, length prefix included, are kept as ``prefix``: a
+    reader of the data checks that the file still starts with them (sentry/file_reader.py).
+    The checks are the C++ reader's (csrc/bundle/safetensors_header.cpp, strict JSON)."""
+    from sentry_ops import _C
+
+    from .bundle import native_errors
+
     path = os.fspath(path)
-    if fd is not None:
-        return _read_header_from(path, fd)
-    fd, _ = open_input(path, "safetensors file")
-    try:
-        return _read_header_from(path, fd)
-    finally:
-        os.close(fd)
-
-
-def _read_header_from(path, fd):
-    size = os.fstat(fd).st_size
-    if size < 8:
-        raise FormatError(f"{path}: {size} bytes is too short for a safetensors file")
-    (n,) = struct.unpack("<Q", _pread_exact(fd, 8, 0, path))
-    if n > MAX_HEADER_SIZE:
-        raise FormatError(f"{path}: header length {n} is larger than the "
-                          f"{MAX_HEADER_SIZE}-byte limit")
-    if n > size - 8:
-        raise FormatError(f"{path}: header length {n} runs past the end of the file "
-                          f"({size} bytes)")
-    header = _pread_exact(fd, n, 8, path)
-    data_start = 8 + n
-    entries, metadata = parse_header(header, size - data_start, source=path)
-    entries = [dataclasses.replace(e, offset=e.offset + data_start) for e in entries]
-    return SafetensorsHeader(path, entries, metadata, data_start, size,
-                             prefix=struct.pack("<Q", n) + header)
+    with native_errors():
+        entries, metadata, data_start, size, prefix = _C.bundle.read_header(os.fsencode(path), fd)
+    return SafetensorsHeader(path, [TensorEntry(*e) for e in entries], metadata, data_start, size,
+                             prefix=prefix)

@@ -382,4 +382,5 @@ void sentry_register_bundle(py::module_& m) {
   b.def(
       "v02_pae", [](const py::bytes& payload) { return py::bytes(sentry::v02_pae(view(payload))); },
       py::arg("payload"), "What model_signing v0.2.0's key and certificate signers signed.");
+  sentry_register_load(b);
 }

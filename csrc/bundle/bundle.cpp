@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "input.h"
 #include "strict_json.h"
 
 namespace sentry {
@@ -172,36 +173,12 @@ Bundle parse_bundle(std::string_view data, const std::string& source) {
   return out;
 }
 
-namespace {
-
-const char* file_kind(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
-  if (S_ISSOCK(mode)) return "a socket";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  return "not a regular file";
-}
-
-}  // namespace
-
 std::string read_bundle_file(const std::string& path) {
-  // O_NONBLOCK: a FIFO planted where the bundle should be neither hangs the open nor the read;
-  // the type is checked on the opened descriptor, so a path swapped after a check is caught.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) throw FileError(errno, path);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st;
-  if (::fstat(fd, &st) != 0) throw FileError(errno, path);
   const std::string what = "signature bundle";
-  if (!S_ISREG(st.st_mode)) {
-    throw FormatError(path + ": is " + file_kind(st.st_mode) + ", not a regular file (" + what +
-                      ")");
-  }
-  const std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
+  OpenInput input;
+  open_input(path, what, input);
+  const int fd = input.fd;
+  const std::uint64_t size = input.size;
   if (size > kMaxBundleBytes) {
     throw FormatError(path + ": " + std::to_string(size) + " bytes is larger than the " +
                       std::to_string(kMaxBundleBytes) + "-byte limit for a " + what);

@@ -5,12 +5,15 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "bundle.h"
+#include "model_files.h"
 
 namespace sentry {
 
@@ -67,5 +70,43 @@ VerifiedModel verify_model_data(const NamedTensors& tensors, std::string_view bu
 
 // The safetensors name of a dtype ("F32", "BF16", ...); empty when it has none.
 std::string safetensors_dtype_name(at::ScalarType dtype);
+
+// How load_verified loads; the defaults are sentry.load_verified's (Python), but the CPU.
+struct LoadVerifiedOptions {
+  at::Device device = at::kCPU;  // the CPU or a CUDA device (no index: the current one)
+  // Converts floating-point tensors (not complex, not integers) after verification.
+  std::optional<at::ScalarType> dtype;
+  // Only these files (paths as the signature names them) are read, checked and loaded: two
+  // files that hold tensors of the same name (checkpoints side by side) need it.
+  std::optional<std::vector<std::string>> files;
+  // Ignored besides the signature's own ignore_paths (as verify_files takes them).
+  std::vector<std::string> ignore_paths;
+  std::size_t threads = 0;                       // reading threads; 0: one per CPU
+  std::size_t block_size = std::size_t(8) << 20;  // bytes per read, a power of two
+  std::size_t pinned_bytes = std::size_t(512) << 20;  // pinned staging of a CUDA load
+  // Told of a .safetensors file without signed tensors whose header cannot be read: its bytes
+  // are checked as a plain file's, its tensors not loaded. Default: a line on stderr.
+  std::function<void(const std::string&)> on_warning;
+};
+
+// The tensors of a signed model (a directory of safetensors files, or one file), sorted by
+// name, on options.device, read once from disk and returned only when every byte matched the
+// signature at signature_path, checked with `trust`. The files present must be the signed ones
+// (the signature file and ignored paths aside) before a byte of data is read; with Sentry's
+// tensor table each header must describe exactly the signed tensors and each tensor is hashed
+// on its device as it lands; a plain OpenSSF Model Signing `files` or `shards` bundle has CPU
+// threads hash the same bytes that go to the device. Other files (config, tokenizer) are
+// checked, not returned. Throws VerificationError naming the files and tensors that differ
+// (missing and unexpected files in its lists), MethodError for a signature of tensors in
+// memory, FormatError for bad input (naming the file and tensor; a file that changes while it
+// is read, tensors of one name in several files, a dtype torch cannot hold), FileError for a
+// file that cannot be opened. Nothing is returned then, and the memory of the load is freed.
+NamedTensors load_verified(const std::string& model_path, const std::string& signature_path,
+                           const Trust& trust, const LoadVerifiedOptions& options = {});
+// The same over bundle bytes already read from signature_path (a keyless bundle its caller
+// verified: Trust::verified_keyless).
+NamedTensors load_verified_data(const std::string& model_path, std::string_view bundle_data,
+                                const std::string& signature_path, const Trust& trust,
+                                const LoadVerifiedOptions& options = {});
 
 }  // namespace sentry
