@@ -29,11 +29,11 @@ import torch
 
 from sentry_ops import ALGORITHMS, check_digests, hash_rows
 
-from . import bundle as bundle_format
-from .bundle import _check_hex, _check_keys, _check_list, _check_object, _check_text, _is_int
-from .crypto import PublicKey
-from .ecdsa import verify_messages
-from .errors import FormatError, VerificationError
+from ..formats import bundle as bundle_format
+from ..formats.bundle import _check_hex, _check_keys, _check_list, _check_object, _check_text, _is_int
+from ..signatures.keys import PublicKey
+from ..signatures.ecdsa import verify_messages
+from ..errors import FormatError, VerificationError
 
 PREDICATE_TYPE = "https://sentry.dev/dataset-manifest/v2"
 #: v1 signed no dtype or shape: its samples' bytes could be read as any type. Refused by name.
@@ -418,7 +418,7 @@ def sign_manifest(manifest, private_keys, out_dir, *, password=None):
     """Writes one bundle per source into ``out_dir`` (created if needed), each signed with that
     source's key (``private_keys[source]``: a PEM path or PrivateKey). Returns the paths, in the
     order of the sorted source names. A source without a key raises FormatError."""
-    from .signing import _sign_statement
+    from ..oms.signing import _sign_statement
 
     missing = [s for s in manifest.sources if s not in private_keys]
     if missing:

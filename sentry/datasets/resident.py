@@ -12,8 +12,8 @@ import time
 import numpy as np
 import torch
 
-from .errors import FormatError
-from .gds import read_into
+from ..errors import FormatError
+from ..io.gds import read_into
 
 
 class ResidentStore:

@@ -35,11 +35,11 @@ import time
 import numpy as np
 import torch
 
-from .bundle import _is_int, load_json
-from .dataset import (DatasetChecker, DatasetVerificationError, Manifest, SampleLayout,
+from ..formats.bundle import _is_int, load_json
+from .manifest import (DatasetChecker, DatasetVerificationError, Manifest, SampleLayout,
                       build_manifest, layout_error)
-from .errors import FormatError, error_text
-from .fileio import atomic_write, open_input, open_input_file, read_input
+from ..errors import FormatError, error_text
+from ..io.fileio import atomic_write, open_input, open_input_file, read_input
 from .resident import ResidentBatches, ResidentStore
 
 INDEX_FILE = "index.json"

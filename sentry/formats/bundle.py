@@ -43,8 +43,8 @@ import typing
 
 from sentry_ops import _C
 
-from .errors import FormatError, MethodError, Option, VerificationError, error_text
-from .fileio import atomic_write
+from ..errors import FormatError, MethodError, Option, VerificationError, error_text
+from ..io.fileio import atomic_write
 
 _native = _C.bundle
 

@@ -24,8 +24,8 @@ import pathlib
 import posixpath
 import stat
 
-from .errors import FormatError, Option, OptionError
-from .fileio import open_input_file
+from ..errors import FormatError, Option, OptionError
+from ..io.fileio import open_input_file
 
 #: Ignored at the top of the model directory unless ignore_git_paths=False.
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
@@ -166,7 +166,7 @@ def hash_file(path, algorithm="sha256"):
     if algorithm not in FILE_ALGORITHMS:
         raise FormatError(f"unknown file hash algorithm {algorithm!r}; use one of "
                           f"{list(FILE_ALGORITHMS)}")
-    from . import file_reader
+    from ..io import file_reader
 
     [got] = file_reader.digest_files([file_reader.Request(os.fspath(path), file_hash=algorithm)])
     return got.file
@@ -215,7 +215,7 @@ def load_state_dict(path, device="cpu"):
     torch.load reads them (_check_pt_records)."""
     import torch
 
-    from .file_reader import open_input
+    from ..io.file_reader import open_input
 
     fd, size = open_input(path, "state dict")
     with os.fdopen(fd, "rb") as f:

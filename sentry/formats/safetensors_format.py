@@ -14,8 +14,8 @@ import functools
 import os
 import struct
 
-from .errors import FormatError
-from .file_reader import open_input
+from ..errors import FormatError
+from ..io.file_reader import open_input
 
 #: The `safetensors` package's limit on the header length.
 MAX_HEADER_SIZE = 100_000_000

@@ -13,7 +13,7 @@ import os
 import typing
 
 from . import fileio
-from .errors import FormatError
+from ..errors import FormatError
 
 #: Bytes per read. Buffers in flight: two per thread.
 BLOCK_SIZE = 4 << 20

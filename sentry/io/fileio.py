@@ -20,7 +20,7 @@ import signal
 import stat
 import tempfile
 
-from .errors import FormatError
+from ..errors import FormatError
 
 
 def _umask():

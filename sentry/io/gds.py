@@ -24,7 +24,7 @@ import typing
 
 import torch
 
-from .errors import FormatError
+from ..errors import FormatError
 
 METHODS = ("auto", "gds", "pinned")
 _CHUNK = 64 << 20  # bytes per cuFile call / per pinned buffer

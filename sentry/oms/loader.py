@@ -17,8 +17,9 @@ import warnings
 
 import torch
 
-from . import model_files, safetensors_format
-from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
+from ..formats import model_files
+from ..formats import safetensors_format
+from ..errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
 #: Defaults of the C++ loader: bytes per read, and pinned staging of a CUDA load.
 BLOCK_SIZE = 8 << 20
@@ -189,7 +190,7 @@ def load_verified(path, signature, *, public_key=None, certificate_chain=None, i
     bad input (including a file that changes while it is read); nothing is returned then, and
     the memory of the load is freed.
     """
-    from .signing import _open_bundle, trust_from
+    from ..signatures.trust import open_bundle as _open_bundle, trust_from
 
     device = _device(device)
     trust = trust_from(public_key, certificate_chain, identity, identity_provider,

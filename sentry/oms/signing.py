@@ -21,10 +21,13 @@ from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
 from sentry_ops import _C
 
-from . import bundle as bundle_format
-from . import file_reader, model_files, safetensors_format
-from .crypto import PrivateKey, PublicKey, certificate_public_key, load_certificates
-from .errors import FormatError, MethodError, Option, SentryWarning, VerificationError
+from ..formats import bundle as bundle_format
+from ..io import file_reader
+from ..formats import model_files
+from ..formats import safetensors_format
+from ..signatures.keys import PrivateKey, certificate_public_key, load_certificates
+from ..signatures.trust import native_trust, open_bundle, signer_keywords, trust_from
+from ..errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
 _native = _C.bundle
 
@@ -124,81 +127,6 @@ def sign_tensor_entries(entries, private_key, signature_path, *, algorithm, mode
     return _sign_statement(statement, private_key, password, signature_path, certificate_chain)
 
 
-@dataclasses.dataclass(frozen=True)
-class _CertificateRoots:
-    """The trust anchors of the certificate method (paths or PEM/DER, as given)."""
-
-    roots: object
-
-
-def trust_from(public_key=None, certificate_chain=None, identity=None, identity_provider=None,
-               trusted_root=None, trust_config=None):
-    """What a signature must be verified with, from the verifying functions' keywords: a
-    PublicKey, the certificate method's roots or a keyless.KeylessPolicy. FormatError unless exactly one
-    method is given whole. (Loads the key or trust root once, for callers verifying many.)"""
-    keyless_given = identity is not None or identity_provider is not None
-    given = [name for name, on in (("public_key", public_key is not None),
-                                   ("certificate_chain", certificate_chain is not None),
-                                   ("identity and identity_provider", keyless_given)) if on]
-    if len(given) != 1:
-        raise FormatError("give exactly one of public_key, certificate_chain, or identity and "
-                          f"identity_provider (keyless); got {given or 'none'}")
-    if not keyless_given and (trusted_root is not None or trust_config is not None):
-        raise FormatError("trusted_root and trust_config are for keyless verification "
-                          "(identity and identity_provider)")
-    if public_key is not None:
-        return public_key if isinstance(public_key, PublicKey) else PublicKey.load(public_key)
-    if certificate_chain is not None:
-        return _CertificateRoots(certificate_chain)
-    from .keyless import KeylessPolicy
-
-    return KeylessPolicy.load(identity, identity_provider, trusted_root=trusted_root,
-                              trust_config=trust_config)
-
-
-def _native_trust(trust, signature_path):
-    """(the C++ reader's Trust, the bundle's bytes when already read) for `trust` (trust_from).
-
-    Keys and certificate roots are checked by the C++ reader itself. A keyless bundle's trust
-    decision is sigstore-python's, made on the raw bundle bytes; the C++ reader then reads those
-    same bytes and must find the payload sigstore-python verified."""
-    if isinstance(trust, PublicKey):
-        return _native.Trust.public_key(trust._key), None
-    if isinstance(trust, _CertificateRoots):
-        return _native.Trust.certificate_roots(load_certificates(trust.roots)), None
-    from . import keyless
-
-    data = bundle_format.read_bundle_bytes(signature_path)
-    if not bundle_format.Bundle.from_json(data, source=signature_path).certificate_chain:
-        raise MethodError(f"{signature_path}: the bundle carries no certificate: it was signed "
-                          "with a key, not keyless; verify it with ", Option("public_key"))
-    payload_type, payload = keyless.verify_bundle(data, signature_path, trust)
-    return _native.Trust.verified_keyless(payload_type, payload), data
-
-
-def _open_bundle(signature_path, trust):
-    """Reads the bundle, checks its signature with `trust` (trust_from), returns
-    (statement, key, timings)."""
-    path = os.fspath(signature_path)
-    t0 = time.perf_counter()
-    native, data = _native_trust(trust, path)
-    keyless_ms = (time.perf_counter() - t0) * 1e3 if data is not None else 0.0
-    with bundle_format.native_errors():
-        if data is None:
-            fields, _, key, timings = _native.open_bundle(path, native)
-        else:
-            fields, _, key, timings = _native.open_bundle_data(data, path, native)
-    timings["check signature"] += keyless_ms
-    return bundle_format._statement(fields), PublicKey(key), timings
-
-
-def _signer(trust):
-    """Verified's identity and identity_provider keywords."""
-    if isinstance(trust, (PublicKey, _CertificateRoots)):
-        return {}
-    return {"identity": trust.identity, "identity_provider": trust.identity_provider}
-
-
 def _file_list(file):
     """verify_model's ``file``: None, or the paths (as the signature names them) as a list."""
     if file is None:
@@ -214,7 +142,7 @@ def expected_table(signature_path, trust, file=None):
     reader builds it (sentry::expected_tensors): a name signed in two of the files concerned is
     a FormatError, a signature without tensors a VerificationError."""
     path = os.fspath(signature_path)
-    native, data = _native_trust(trust, path)
+    native, data = native_trust(trust, path)
     with bundle_format.native_errors():
         return _native.expected_tensors(path, native, data, _file_list(file))
 
@@ -243,7 +171,7 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     trust = trust_from(public_key, certificate_chain, identity, identity_provider,
                        trusted_root, trust_config)
     path = os.fspath(signature_path)
-    native, data = _native_trust(trust, path)
+    native, data = native_trust(trust, path)
     names, tensors = list(state), list(state.values())
     files = _file_list(file)
     with bundle_format.native_errors():
@@ -252,7 +180,7 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
         else:
             v = _native.verify_model_data(names, tensors, data, path, native, files)
     return Verified(v["model_name"], v["method"], v["hash_type"], v["names"], v["key_hint"],
-                    v["timings_ms"], **_signer(trust))
+                    v["timings_ms"], **signer_keywords(trust))
 
 
 def _safetensors_headers(model_dir, rels):
@@ -355,7 +283,7 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     changed, missing and unexpected files. The signature's method keywords are verify_model's."""
     trust = trust_from(public_key, certificate_chain, identity, identity_provider,
                        trusted_root, trust_config)
-    statement, key, timings = _open_bundle(signature_path, trust)
+    statement, key, timings = open_bundle(signature_path, trust)
     if statement.method == "shards":
         return _verify_shards(model_dir, signature_path, statement, key, timings, trust,
                               ignore_paths=ignore_paths, ignore_git_paths=ignore_git_paths,
@@ -386,7 +314,7 @@ def verify_files(model_dir, signature_path, *, public_key=None, certificate_chai
     if statement.tensors:
         _check_tensor_listing(statement, headers, signature_path)
     return Verified(statement.model_name, "files", statement.hash_type, common, key.hint(), timings,
-                    **_signer(trust))
+                    **signer_keywords(trust))
 
 
 def _verify_shards(model_dir, signature_path, statement, key, timings, trust, **listing):
@@ -401,7 +329,7 @@ def _verify_shards(model_dir, signature_path, statement, key, timings, trust, **
     loader.run_table(table, model_path=model_dir, signature_path=signature_path, device="cpu")
     timings["hash files"] = (time.perf_counter() - t0) * 1e3
     return Verified(statement.model_name, "shards", statement.hash_type, files, key.hint(),
-                    timings, **_signer(trust))
+                    timings, **signer_keywords(trust))
 
 
 def _check_tensor_listing(statement, headers, source):

@@ -12,7 +12,7 @@ import torch
 
 from sentry_ops import ALGORITHMS
 
-from .errors import FormatError
+from ..errors import FormatError
 
 
 @dataclasses.dataclass

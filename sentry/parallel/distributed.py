@@ -22,10 +22,10 @@ import time
 import torch
 
 from . import collectives
-from . import expected as expected_mod
-from .errors import FormatError, VerificationError
+from ..oms import trusted_digests as expected_mod
+from ..errors import FormatError, VerificationError
 from .layout import local_tensor
-from .safetensors_format import safetensors_dtype_name
+from ..formats.safetensors_format import safetensors_dtype_name
 from .weightsync import (Concat, Fused, ManifestBuilder, Region, SyncMismatchError,  # noqa: F401
                          SyncReport, SyncVerifier, WeightManifest, exchange_group, state_of)
 

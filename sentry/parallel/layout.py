@@ -23,8 +23,8 @@ import math
 import numpy as np
 import torch
 
-from .errors import FormatError
-from .safetensors_format import safetensors_dtype_name
+from ..errors import FormatError
+from ..formats.safetensors_format import safetensors_dtype_name
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,8 +23,8 @@ import sentry_ops
 
 from . import collectives
 from . import layout as layout_mod
-from .errors import FormatError
-from .safetensors_format import byte_length
+from ..errors import FormatError
+from ..formats.safetensors_format import byte_length
 
 LEAF_BYTES = {"blake3": 1024, "sha256-tree": 4096}
 RUN_COLS, PIECE_COLS, FRAG_COLS, LEVEL_COLS = 8, 4, 6, 3  # csrc/ops/run_plan.h

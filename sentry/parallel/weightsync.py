@@ -26,11 +26,12 @@ import torch.distributed as dist
 
 import sentry_ops
 
-from . import bundle as bundle_format
-from . import collectives, syncplan
-from . import expected as expected_mod
-from .errors import FormatError, VerificationError
-from .fileio import atomic_write, read_input
+from ..formats import bundle as bundle_format
+from . import collectives
+from . import syncplan
+from ..oms import trusted_digests as expected_mod
+from ..errors import FormatError, VerificationError
+from ..io.fileio import atomic_write, read_input
 from .layout import Concat, Fused, Region, is_dtensor, local_tensor  # noqa: F401  (public)
 
 # A manifest's JSON is read whole; its largest part is the segment digests (up to
@@ -101,7 +102,7 @@ class WeightManifest:
              certificate_chain=None):
         """Writes the OMS bundle of these tensors (method `tensors`, as sign_model writes it).
         Segments are not signed: a verifier checks them against the signed digests."""
-        from .signing import sign_tensor_entries
+        from ..oms.signing import sign_tensor_entries
 
         return sign_tensor_entries(self.entries(), private_key, signature_path,
                                    algorithm=self.algorithm, model_name=model_name,
@@ -144,7 +145,7 @@ def _parse_segments(doc, tensors, algorithm, source):
 
 def _leaves(meta, algorithm):
     dtype, shape = meta[0], meta[1]
-    from .safetensors_format import byte_length
+    from ..formats.safetensors_format import byte_length
 
     return max(1, -(-byte_length(dtype, list(shape)) // syncplan.LEAF_BYTES[algorithm]))
 

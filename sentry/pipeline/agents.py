@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import FormatError
-from .model_files import load_state_dict
+from ..errors import FormatError
+from ..formats.model_files import load_state_dict
 
 STORE_DIR, MANIFEST_DIR, DATASET_JSON = "store", "manifest", "dataset.json"
 MODEL_FILE, MODEL_JSON, MODEL_SIG, PROVENANCE_SIG = ("model.pt", "model.json", "model.sig",
@@ -115,7 +115,7 @@ def default_device():
 
 
 def _read_json(path, what):
-    from .fileio import read_input
+    from ..io.fileio import read_input
 
     try:
         doc = json.loads(read_input(path, what, 64 << 20))
@@ -129,14 +129,14 @@ def _read_json(path, what):
 
 
 def _write_json(path, doc):
-    from .fileio import atomic_write
+    from ..io.fileio import atomic_write
 
     atomic_write(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _ensure_key(keys_dir, stem):
     """keys_dir/stem.pem and .pub, generated (P-256) when absent. Returns the .pem path."""
-    from .crypto import PrivateKey, write_private_key, write_public_key
+    from ..signatures.keys import PrivateKey, write_private_key, write_public_key
 
     pem, pub = (os.path.join(keys_dir, stem + ext) for ext in (".pem", ".pub"))
     if not os.path.exists(pem):
@@ -145,7 +145,7 @@ def _ensure_key(keys_dir, stem):
         write_private_key(pem, key)
         write_public_key(pub, key.public_key())
     elif not os.path.exists(pub):
-        from .crypto import write_public_key
+        from ..signatures.keys import write_public_key
 
         write_public_key(pub, PrivateKey.load(pem).public_key())
     return pem
@@ -186,7 +186,7 @@ def _source_private_keys(keys_dir, sources):
 
 def load_verified_manifest(data_dir, keys_dir):
     """The dataset's manifest, every per-source bundle checked with that source's key."""
-    from .dataset import load_manifest
+    from ..datasets.manifest import load_manifest
 
     return load_manifest(os.path.join(data_dir, MANIFEST_DIR), source_public_keys(keys_dir))
 
@@ -202,8 +202,8 @@ def dataset_agent(out_dir, *, keys_dir, source_dir=None, num_samples=10000, num_
     samples or a packed store) or from the embedded CIFAR-10-shaped generator, builds its
     manifest (digests of the raw stored bytes, hashed on ``device``), and signs it per source
     (one key per source in keys_dir, generated when absent). Returns a summary dict."""
-    from . import data
-    from .dataset import sign_manifest
+    from ..datasets import stores as data
+    from ..datasets.manifest import sign_manifest
 
     t = {}
     t0 = time.perf_counter()
@@ -313,9 +313,10 @@ def train_agent(data_dir, out_dir, *, keys_dir, device=None, epochs=2, batch_siz
     """Verifies the signed manifest, trains SmallCNN on split "train" with every batch checked
     on the device, signs the model and its SLSA provenance with keys_dir/trainer.pem (generated
     when absent). Returns a summary dict."""
-    from . import __version__, data
+    from .. import __version__
+    from ..datasets import stores as data
     from .provenance import make_statement, model_root, now_rfc3339, sign_provenance
-    from .signing import sign_model
+    from ..oms.signing import sign_model
 
     device = torch.device(device or default_device())
     started = now_rfc3339()
@@ -412,7 +413,7 @@ def load_verified_model(model_dir, *, keys_dir, device=None):
     """Rebuilds the CNN with the weights of model_dir, after verify_model has checked them on
     ``device`` (fail closed: VerificationError names the tensors that differ). Returns
     (model in eval mode, sentry.signing.Verified)."""
-    from .signing import verify_model
+    from ..oms.signing import verify_model
 
     device = torch.device(device or default_device())
     cfg = _read_json(os.path.join(model_dir, MODEL_JSON), "model architecture")
@@ -433,7 +434,7 @@ def infer_agent(data_dir, model_dir, *, keys_dir, device=None, batch_size=512, c
                 num_workers=0, verbose=True):
     """Verifies the model (signature, then provenance against the signed dataset) and runs
     inference on split "test" with every batch checked on the device. Returns a summary."""
-    from . import data
+    from ..datasets import stores as data
     from .provenance import model_root, verify_provenance
 
     device = torch.device(device or default_device())

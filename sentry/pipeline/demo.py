@@ -18,8 +18,8 @@ import torch
 
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
-from .bundle import Resource, root_digest
-from .models import shaped_state_dict, state_dict_bytes
+from ..formats.bundle import Resource, root_digest
+from .shaped_models import shaped_state_dict, state_dict_bytes
 
 
 def model_root(names, algorithm, hexes):
@@ -103,7 +103,7 @@ def _flip_sample_byte(store_dir, sample):
 
     import numpy as np
 
-    from . import data
+    from ..datasets import stores as data
 
     store = data.open_store(store_dir)
     raw = np.ascontiguousarray(store.read(store.row_of(sample))).tobytes()
@@ -126,7 +126,7 @@ def _rewrite_store(src_dir, dst_dir, *, sample=None):
     """Writes a copy of the store with one byte of sample ``sample`` (a global index) changed."""
     import numpy as np
 
-    from . import data
+    from ..datasets import stores as data
 
     store = data.open_store(src_dir)
     samples = store.read_rows(np.arange(len(store)))
@@ -140,7 +140,7 @@ def _set_label(store_dir, sample, label):
     import json
     import os
 
-    from . import data
+    from ..datasets import stores as data
 
     path = os.path.join(store_dir, data.INDEX_FILE)
     with open(path, "rb") as f:
@@ -154,7 +154,7 @@ def _set_label(store_dir, sample, label):
 def _check_tamper(title, expect, action):
     """Runs ``action`` (which must raise VerificationError); ``expect(exc)`` says whether the
     error names the right thing. Returns (row for the table, caught?)."""
-    from .errors import VerificationError
+    from ..errors import VerificationError
 
     print(f"\n  tamper: {title}")
     try:
@@ -180,8 +180,9 @@ def run(model="resnet152", device=None, show=3, *, hash_only=False, samples=1000
     import shutil
     import tempfile
 
-    from . import agents, data
-    from .dataset import DatasetVerificationError
+    from . import agents
+    from ..datasets import stores as data
+    from ..datasets.manifest import DatasetVerificationError
 
     device = str(device or agents.default_device())
     print(f"sentry demo: dataset → train → infer on {device}: a CIFAR-10-shaped synthetic "

@@ -48,9 +48,9 @@ import datetime
 import json
 import uuid
 
-from . import bundle as bundle_format
-from .bundle import _check_hex, _check_list, _check_object, _check_text, _fail, _is_int
-from .errors import VerificationError
+from ..formats import bundle as bundle_format
+from ..formats.bundle import _check_hex, _check_list, _check_object, _check_text, _fail, _is_int
+from ..errors import VerificationError
 
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://sentry.dev/train/v1"
@@ -114,7 +114,7 @@ def make_statement(*, model_name, model_digest, manifest, parameters, internal=N
 
 def sign_provenance(payload, private_key, path, *, password=None):
     """Signs a provenance statement (bytes from make_statement) into a bundle at ``path``."""
-    from .signing import _sign_statement
+    from ..oms.signing import _sign_statement
 
     return _sign_statement(payload, private_key, password, path)
 
@@ -229,7 +229,7 @@ def verify_provenance(path, public_key, *, model_digest=None, dataset_digest=Non
     With ``model_digest`` / ``dataset_digest`` / ``source_digests`` ({source: digest}), the
     statement must name exactly those, else VerificationError naming the field. A bad signature
     raises VerificationError; malformed content FormatError naming the field."""
-    from .crypto import PublicKey
+    from ..signatures.keys import PublicKey
 
     signed = bundle_format.read_bundle(path)
     key = public_key if isinstance(public_key, PublicKey) else PublicKey.load(public_key)

@@ -19,10 +19,13 @@ import torch
 
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
-from . import bundle as bundle_format
-from . import file_reader, model_files, safetensors_format, signing
-from .errors import FormatError, VerificationError
-from .fileio import atomic_file
+from ..formats import bundle as bundle_format
+from ..io import file_reader
+from ..formats import model_files
+from ..formats import safetensors_format
+from ..oms import signing
+from ..errors import FormatError, VerificationError
+from ..io.fileio import atomic_file
 
 
 def signature_path_for(path):

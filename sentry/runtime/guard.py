@@ -15,9 +15,9 @@ import torch
 
 from sentry_ops import digests_hex
 
-from . import expected as expected_mod
-from . import safetensors_format
-from .errors import FormatError, VerificationError
+from ..oms import trusted_digests as expected_mod
+from ..formats import safetensors_format
+from ..errors import FormatError, VerificationError
 
 _ASSERT_MESSAGE = ("sentry.IntegrityGuard: a guarded tensor differs from its trusted digest "
                    "(guard.report() names it)")

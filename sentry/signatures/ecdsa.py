@@ -22,8 +22,8 @@ import torch
 
 from sentry_ops import _C, ecdsa_p256_verify
 
-from .crypto import PublicKey
-from .errors import FormatError
+from .keys import PublicKey
+from ..errors import FormatError
 
 KEY_BYTES, DIGEST_BYTES, SIGNATURE_BYTES = 64, 32, 64
 SIGNATURE_FORMATS = ("der", "p1363")

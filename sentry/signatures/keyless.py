@@ -16,8 +16,8 @@ sigstore-python is imported on first use; signing keyless needs the network and 
 import dataclasses
 import os
 
-from . import fileio
-from .errors import DependencyError, FormatError, Option, OptionError, VerificationError
+from ..io import fileio
+from ..errors import DependencyError, FormatError, Option, OptionError, VerificationError
 
 #: A trust root or trust config larger than this is refused unread (the public one is ~7 KiB).
 MAX_TRUST_FILE_BYTES = 16 * 1024 * 1024
@@ -60,7 +60,7 @@ def _sigstore():
 
 def _read_trust_file(path, what):
     """(bytes, mediaType) of a trust root or trust config file, checked to be a JSON object."""
-    from .bundle import load_json
+    from ..formats.bundle import load_json
 
     path = os.fspath(path)
     try:  # regular files only: a FIFO would block the open, a device never end

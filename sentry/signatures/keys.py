@@ -18,8 +18,8 @@ import os
 
 from sentry_ops import _C
 
-from .errors import FormatError, VerificationError
-from .fileio import atomic_write, read_input
+from ..errors import FormatError, VerificationError
+from ..io.fileio import atomic_write, read_input
 
 #: Key and certificate files larger than this are refused unread.
 MAX_PEM_BYTES = 16 * 1024 * 1024

@@ -17,8 +17,8 @@ import torch
 
 from sentry_ops import ALGORITHMS, hash_rows, hash_tensors
 
-from .cli import _positive
-from .models import MODELS, real_state_dict, shaped_state_dict, state_dict_bytes
+from .arguments import positive_int
+from ..pipeline.shaped_models import MODELS, real_state_dict, shaped_state_dict, state_dict_bytes
 
 
 def _progress(text):
@@ -177,7 +177,7 @@ def add_arguments(p):
                    help="devices to hash on, e.g. cuda cpu (default: cuda if present, and cpu)")
     p.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS,
                    metavar="ALGORITHM", help="digests to time, of %(choices)s (default: all)")
-    p.add_argument("--reps", type=_positive, default=10,
+    p.add_argument("--reps", type=positive_int, default=10,
                    help="timed runs per row, after 3 warm-up runs; the median is shown "
                    "(default: %(default)s)")
     p.add_argument("--source", default="shapes", choices=["shapes", "real", "auto"],

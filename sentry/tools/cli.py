@@ -13,9 +13,10 @@ import torch
 
 from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
-from . import file_reader
-from .errors import FormatError, SentryWarning, VerificationError, Worded, error_text
-from .model_files import hash_file, load_state_dict
+from ..io import file_reader
+from ..errors import FormatError, SentryWarning, VerificationError, Worded, error_text
+from ..formats.model_files import hash_file, load_state_dict
+from .arguments import positive_int
 
 
 class InputError(Exception):
@@ -75,7 +76,7 @@ def _hash_paths(args):
                       "with sentry sign and sentry verify)",
                       other=f"to hash what it streams, pipe it in: sentry hash - < {path}")
         if args.tensors and path.endswith(".safetensors"):
-            from .safetensors_format import read_header
+            from ..formats.safetensors_format import read_header
 
             header = read_header(path)
             [got] = file_reader.digest_files([file_reader.Request(
@@ -104,7 +105,7 @@ def _password(args):
 
 
 def cmd_keygen(args):
-    from .crypto import PrivateKey, write_private_key, write_public_key
+    from ..signatures.keys import PrivateKey, write_private_key, write_public_key
 
     if os.path.abspath(args.private_key) == os.path.abspath(args.public_key):
         raise InputError("--private-key and --public-key are the same file")
@@ -126,7 +127,7 @@ def _regular_file(path, directory=None, other=None):
     descriptor they open); ``directory`` and ``other`` add what to do instead."""
     import stat
 
-    from .fileio import _kind
+    from ..io.fileio import _kind
 
     try:
         mode = os.stat(path).st_mode
@@ -183,9 +184,9 @@ def _ignore_paths(args):
 
 
 def cmd_sign(args):
-    from .signing import sign_files, sign_model
+    from ..oms.signing import sign_files, sign_model
 
-    from .bundle import check_signature_target
+    from ..formats.bundle import check_signature_target
 
     kind = _model_kind(args.model)
     check_signature_target(args.signature)  # before loading or hashing anything
@@ -211,7 +212,7 @@ def cmd_sign(args):
 def _signed_method(signature):
     """The serialization method a bundle's statement names (files or tensors), read before its
     signature is checked only to choose how to verify; the verification checks everything."""
-    from . import bundle as bundle_format
+    from ..formats import bundle as bundle_format
 
     signed = bundle_format.read_bundle(signature)
     try:
@@ -255,7 +256,7 @@ def _count(n, noun):
 
 
 def cmd_verify(args):
-    from .signing import verify_files, verify_model
+    from ..oms.signing import verify_files, verify_model
 
     keys = _verify_method(args)
     kind = _model_kind(args.model)
@@ -278,7 +279,7 @@ def cmd_verify(args):
 
 
 def cmd_demo(args):
-    from .demo import run
+    from ..pipeline.demo import run
 
     _device(args.device)
     return run(args.model, args.device, hash_only=args.hash_only, samples=args.samples,
@@ -286,15 +287,8 @@ def cmd_demo(args):
                width=args.width, seed=args.seed, workdir=args.workdir)
 
 
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def cmd_agent(args):
-    from . import agents
+    from ..pipeline import agents
 
     _device(args.device)
     if args.agent == "dataset":
@@ -351,7 +345,7 @@ def _subparser(sub, name, help, **kw):
 
 
 def parser():
-    from .models import MODELS
+    from ..pipeline.shaped_models import MODELS
 
     p = argparse.ArgumentParser(prog="sentry", formatter_class=_HelpFormatter,
                                 description="Integrity for ML artifacts: hash, sign and verify "
@@ -461,12 +455,12 @@ def parser():
                    help="only the model-hashing demo (CPU/GPU cross-check, tampered weight)")
     d.add_argument("--model", default="resnet152", choices=MODELS,
                    help="model shape for --hash-only")
-    d.add_argument("--samples", type=_positive, default=10000, help="synthetic samples")
-    d.add_argument("--epochs", type=_positive, default=2, help="training epochs")
-    d.add_argument("--sources", type=_positive, default=4,
+    d.add_argument("--samples", type=positive_int, default=10000, help="synthetic samples")
+    d.add_argument("--epochs", type=positive_int, default=2, help="training epochs")
+    d.add_argument("--sources", type=positive_int, default=4,
                    help="data sources, each signing its part of the dataset")
-    d.add_argument("--batch-size", type=_positive, default=256, help="training batch size")
-    d.add_argument("--width", type=_positive, default=32, help="CNN width (first conv channels)")
+    d.add_argument("--batch-size", type=positive_int, default=256, help="training batch size")
+    d.add_argument("--width", type=positive_int, default=32, help="CNN width (first conv channels)")
     d.add_argument("--seed", type=int, default=0, help="random seed (data, weights, order)")
     d.add_argument("--workdir", help="keep keys, data and model here (default: a temporary "
                    "directory, removed at the end)")
@@ -479,9 +473,9 @@ def parser():
     ad.add_argument("--keys", required=True, help="keys directory (source keys made if absent)")
     ad.add_argument("--source-dir", help="a sample store (folder of .npy samples or packed) to "
                     "read instead of the embedded synthetic generator")
-    ad.add_argument("--samples", type=_positive, default=10000, help="synthetic samples")
-    ad.add_argument("--sources", type=_positive, default=4, help="synthetic sources")
-    ad.add_argument("--classes", type=_positive, default=10, help="synthetic classes")
+    ad.add_argument("--samples", type=positive_int, default=10000, help="synthetic samples")
+    ad.add_argument("--sources", type=positive_int, default=4, help="synthetic sources")
+    ad.add_argument("--classes", type=positive_int, default=10, help="synthetic classes")
     ad.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data")
     ad.add_argument("-a", "--algorithm", default="blake3", choices=ALGORITHMS,
                     help="sample digests")
@@ -493,10 +487,10 @@ def parser():
                     help="model directory to write")
     at.add_argument("--keys", required=True, help="keys directory (trainer key made if absent)")
     at.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    at.add_argument("--epochs", type=_positive, default=2, help="training epochs")
-    at.add_argument("--batch-size", type=_positive, default=256, help="training batch size")
+    at.add_argument("--epochs", type=positive_int, default=2, help="training epochs")
+    at.add_argument("--batch-size", type=positive_int, default=256, help="training batch size")
     at.add_argument("--lr", type=float, default=0.05, help="learning rate (SGD)")
-    at.add_argument("--width", type=_positive, default=32,
+    at.add_argument("--width", type=positive_int, default=32,
                     help="CNN width (first conv channels)")
     at.add_argument("--seed", type=int, default=0, help="random seed (weights, order)")
     at.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -507,7 +501,7 @@ def parser():
     ai.add_argument("--keys", required=True, help="keys directory (the sources' and trainer's "
                     "public keys)")
     ai.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    ai.add_argument("--batch-size", type=_positive, default=512, help="inference batch size")
+    ai.add_argument("--batch-size", type=positive_int, default=512, help="inference batch size")
     ai.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     a.set_defaults(func=cmd_agent)
     from . import bench
