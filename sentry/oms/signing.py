@@ -21,13 +21,12 @@ from sentry_ops import ALGORITHMS, digests_hex, hash_tensors
 
 from sentry_ops import _C
 
+from ..errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 from ..formats import bundle as bundle_format
+from ..formats import model_files, safetensors_format
 from ..io import file_reader
-from ..formats import model_files
-from ..formats import safetensors_format
 from ..signatures.keys import PrivateKey, certificate_public_key, load_certificates
 from ..signatures.trust import native_trust, open_bundle, signer_keywords, trust_from
-from ..errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
 _native = _C.bundle
 
