@@ -93,12 +93,12 @@ setup(
     version="0.1.0",
     description="GPU-native integrity for machine-learning artifacts",
     packages=find_packages(include=["sentry", "sentry.*", "sentry_ops", "sentry_ops.*"]),
-    package_data={"sentry": ["cufile.json", "model_shapes/*.json"]},
+    package_data={"sentry": ["io/cufile.json", "pipeline/model_shapes/*.json"]},
     ext_modules=[] if os.environ.get("SENTRY_SKIP_EXTENSION") == "1" else [extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    entry_points={"console_scripts": ["sentry = sentry.cli:main"]},
+    entry_points={"console_scripts": ["sentry = sentry.tools.cli:main"]},
     python_requires=">=3.10",
     install_requires=["torch"],
-    # Keyless (Sigstore) verification only: sentry/keyless.py imports it on first use.
+    # Keyless (Sigstore) verification only: sentry/signatures/keyless.py imports it on first use.
     extras_require={"keyless": ["sigstore>=4"]},
 )

@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from sentry.data import get_image_dataloader, manifest_for_store, open_store, synthetic_cifar, write_packed
+from sentry.datasets.stores import get_image_dataloader, manifest_for_store, open_store, synthetic_cifar, write_packed
 from sentry import gds
-from sentry.dataset import DatasetChecker, build_manifest
+from sentry.datasets.manifest import DatasetChecker, build_manifest
 
 
 def _sync(device):

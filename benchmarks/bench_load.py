@@ -1,6 +1,6 @@
 """Verified loading next to unverified loaders, side by side in one run (issue 13).
 
-A model-shaped fp32 state dict with random values (sentry/models.py shapes; GPT-2-XL: 6.55 GB)
+A model-shaped fp32 state dict with random values (sentry/pipeline/shaped_models.py shapes; GPT-2-XL: 6.55 GB)
 is written as N safetensors shards and signed twice: a Sentry bundle (sign_files: a SHA-256 per
 file and a digest per tensor) and a plain OpenSSF Model Signing `files` bundle (a SHA-256 per
 file only, as the reference tool and NGC write). Then each loader brings the whole model to the
@@ -36,9 +36,10 @@ sys.path.insert(0, ROOT)
 
 from sentry import bundle as bundle_format  # noqa: E402
 from sentry.crypto import PrivateKey, write_private_key, write_public_key  # noqa: E402
-from sentry.loader import load_verified  # noqa: E402
-from sentry.models import MODELS, model_shapes  # noqa: E402
-from sentry.signing import _open_bundle, _sign_statement, sign_files  # noqa: E402
+from sentry.oms.loader import load_verified  # noqa: E402
+from sentry.pipeline.shaped_models import MODELS, model_shapes  # noqa: E402
+from sentry.oms.signing import _sign_statement, sign_files  # noqa: E402
+from sentry.signatures.trust import open_bundle  # noqa: E402
 
 
 def _sync(device):
@@ -96,7 +97,7 @@ def sign(directory, workdir):
     sign_files(directory, priv, sentry_sig)
     print(f"sign_files: {time.perf_counter() - t0:.2f} s", flush=True)
     # The same file digests without Sentry's tensor table: what the reference tool writes.
-    statement, _, _ = _open_bundle(sentry_sig, key.public_key())
+    statement, _, _ = open_bundle(sentry_sig, key.public_key())
     plain = bundle_format.make_statement(
         statement.model_name, statement.resources, method="files", hash_type="sha256",
         allow_symlinks=statement.allow_symlinks, ignore_paths=statement.ignore_paths)

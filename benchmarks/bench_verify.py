@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from sentry_ops import _C, hash_tensors  # noqa: E402
 from sentry.crypto import PrivateKey  # noqa: E402
-from sentry.models import MODELS, shaped_state_dict, state_dict_bytes  # noqa: E402
-from sentry.signing import sign_model, verify_model  # noqa: E402
+from sentry.pipeline.shaped_models import MODELS, shaped_state_dict, state_dict_bytes  # noqa: E402
+from sentry.oms.signing import sign_model, verify_model  # noqa: E402
 
 TARGETS = {"gpt2-xl": ("hash + 1 ms", lambda hash_ms: hash_ms + 1.0),
            "resnet152": ("1.5 ms", lambda hash_ms: 1.5)}

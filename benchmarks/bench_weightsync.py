@@ -15,7 +15,7 @@ engines' pull requests (gather the shards, .cpu(), hashlib.sha256 per tensor).
 
 Printed per check: median ms over --iters (wall clock, host sync included), the bytes each rank
 sends, the plan's one-time cost; for the peer approach its ms and bytes. The model tensors are
-random (sentry.models shapes, nothing downloaded); every rank builds the same full tensors from
+random (sentry.pipeline.shaped_models shapes, nothing downloaded); every rank builds the same full tensors from
 a seed and keeps its part. --json writes everything (rank 0).
 """
 import argparse
@@ -29,9 +29,9 @@ import torch
 import torch.distributed as dist
 
 from sentry import distributed as sd
-from sentry.layout import Concat, Region
-from sentry.models import llama_shapes, model_shapes, state_dict_of
-from sentry.weightsync import ManifestBuilder, SyncVerifier, WeightManifest
+from sentry.parallel.layout import Concat, Region
+from sentry.pipeline.shaped_models import llama_shapes, model_shapes, state_dict_of
+from sentry.parallel.weightsync import ManifestBuilder, SyncVerifier, WeightManifest
 
 
 def timed(fn, iters, device):

@@ -16,7 +16,7 @@ fi
 # Python requirements, pip syntax. torch==2.13.0 is the machine's local CPU wheel: pinned so
 # pip never fetches another torch. cryptography, safetensors and model-signing (with pyopenssl,
 # which it imports) are the tests' independent references; sigstore (sigstore-python 4) makes
-# the trust decision for keyless bundles (sentry/keyless.py); ninja, pybind11, setuptools and
+# the trust decision for keyless bundles (sentry/signatures/keyless.py); ninja, pybind11, setuptools and
 # wheel build the extension.
 requirements=(
   torch==2.13.0 numpy pytest

@@ -172,7 +172,8 @@ def bytes_tensor(data, device="cpu"):
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 VECTORS_DIR = os.path.join(_TESTS, "vectors")
-MODEL_SHAPES = os.path.join(os.path.dirname(_TESTS), "sentry", "model_shapes", "model_shapes.json")
+MODEL_SHAPES = os.path.join(os.path.dirname(_TESTS), "sentry", "pipeline", "model_shapes",
+                            "model_shapes.json")
 
 
 def vector_file(name):

@@ -85,8 +85,8 @@ def test_verify_help_states_the_exit_codes(capsys):
 
 
 def test_demo_model_lists_the_known_shapes(capsys):
-    known = sorted(json.loads((REPO / "sentry" / "model_shapes" / "model_shapes.json")
-                              .read_text()))
+    shapes = REPO / "sentry" / "pipeline" / "model_shapes" / "model_shapes.json"
+    known = sorted(json.loads(shapes.read_text()))
     shown = _help_of(("demo",), capsys)
     assert "{" + ",".join(known) + "}" in shown.replace(" ", "") or all(
         m in shown for m in known)

@@ -1,5 +1,5 @@
 // unique_ptr owners of OpenSSL objects, each released by its own free function; shared by the
-// signature crypto (crypto.cpp), the CPU ECDSA kernel and the C++ tests.
+// signature crypto (keys.cpp, ecdsa.cpp, x509.cpp), the CPU ECDSA kernel and the C++ tests.
 #pragma once
 #include <memory>
 

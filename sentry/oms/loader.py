@@ -1,0 +1,223 @@
+"""Verified loading: the tensors of a signed model's safetensors files, read from disk once and
+checked byte for byte on the way to their device, returned only when everything matched.
+
+The signature is opened and its signature checked exactly as ``verify_files`` does; the files
+present must be the signed ones (nothing missing, nothing extra) before a byte of data is read.
+Then the C++ loader (csrc/io/loader.h, docs/LOADING.md) reads every file once:
+
+- with Sentry's tensor table (``predicate.tensors``, written by ``sign_files``), each tensor is
+  hashed on its device as it lands, and each safetensors header must describe exactly the signed
+  tensors (names, dtypes, shapes, offsets); the model's other files are hashed whole on the CPU;
+- with a plain OpenSSF Model Signing ``files`` bundle (a SHA-256 per file, as the reference tool
+  and NVIDIA NGC write) or the reference's ``shards`` serialization (a SHA-256 per shard), CPU
+  threads hash every file or shard over the same bytes that are copied to the device.
+"""
+import os
+import warnings
+
+import torch
+
+from ..formats import model_files
+from ..formats import safetensors_format
+from ..errors import FormatError, MethodError, Option, SentryWarning, VerificationError
+
+#: Defaults of the C++ loader: bytes per read, and pinned staging of a CUDA load.
+BLOCK_SIZE = 8 << 20
+PINNED_BYTES = 512 << 20
+
+_FILE_HASHES = ("sha256", "blake3")
+
+
+def _device(device):
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FormatError(f"device {device}: this torch has no CUDA GPU; use device='cpu'")
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise FormatError(f"device {device}: there are only {torch.cuda.device_count()} GPUs")
+        return torch.device("cuda", index)
+    if device.type != "cpu":
+        raise FormatError(f"device {device}: load_verified loads to 'cpu' or 'cuda'")
+    return device
+
+
+def signed_files(statement, source):
+    """{file: [(start, end, digest hex)] or None (a whole-file digest)} of the statement."""
+    if statement.method == "shards":
+        return statement.shards  # checked by the C++ reader to cut each file exactly
+    if statement.method == "files":
+        if statement.hash_type not in _FILE_HASHES:
+            raise VerificationError(f"{source}: unknown file hash '{statement.hash_type}'")
+        return {r.name: None for r in statement.resources}
+    raise MethodError(
+        f"{source}: this signature covers tensors in memory (method {statement.method}), not "
+        "files; load the model, then check it with ", Option("verify_model"))
+
+
+def check_file_list(model_path, signature_path, statement, signed, *, ignore_paths=(),
+                    ignore_git_paths=True, allow_symlinks=None):
+    """The model's files, as the signature names them, after checking they are the signed ones:
+    VerificationError listing missing and unexpected files otherwise. (An empty file is not a
+    resource of the shards method, as the reference cuts it into no shards.) The keywords are
+    verify_files'."""
+    allow = statement.allow_symlinks if allow_symlinks is None else allow_symlinks
+    present = model_files.list_files(
+        model_path, ignore_paths=list(ignore_paths) + list(statement.ignore_paths),
+        signature_path=signature_path, ignore_git_paths=ignore_git_paths, allow_symlinks=allow)
+    missing = sorted(set(signed) - set(present))
+    unexpected = [f for f in present if f not in signed
+                  and not (statement.method == "shards"
+                           and os.stat(model_files.file_path(model_path, f)).st_size == 0)]
+    if missing or unexpected:
+        raise VerificationError(f"{model_path}: the files do not match {signature_path}",
+                                missing=missing, unexpected=unexpected)
+    return [f for f in present if f in signed]
+
+
+def _ranges(statement, rel, shards, size):
+    if shards is None:
+        digest = next(r.digest for r in statement.resources if r.name == rel)
+        return [(0, size, statement.hash_type, bytes.fromhex(digest))]
+    return [(start, end, "sha256", bytes.fromhex(d)) for start, end, d in shards]
+
+
+def _signed_tensors(statement):
+    """{file: [entry]} of Sentry's tensor table, or {} without one."""
+    by_file = {}
+    for e in (statement.tensors or {}).get("entries", []):
+        by_file.setdefault(e.get("file"), []).append(e)
+    return by_file
+
+
+def _check_loadable(path, header):
+    """FormatError naming the file and tensor when a tensor's dtype has no torch dtype of whole
+    bytes (F4, F6_*): the C++ loader's own error names neither."""
+    for e in header.entries:
+        try:
+            safetensors_format.torch_dtype_of(e.dtype)
+        except FormatError as exc:
+            raise FormatError(f"{path}: tensor '{e.name}': {exc}; load_verified cannot load it "
+                              "(verify_files checks its bytes)") from None
+
+
+def file_table(model_path, signature_path, statement, files, *, with_tensors=True):
+    """The C++ loader's table (sentry_ops._C.loader.load_files) for the signed files, and the
+    FormatError of each .safetensors file whose header cannot be read: its bytes are still
+    checked as a plain file's (a changed file is reported as changed), its tensors not loaded."""
+    signed = signed_files(statement, signature_path)
+    tensor_table = _signed_tensors(statement) if with_tensors else {}
+    table, unreadable, owner = [], {}, {}
+    for rel in files:
+        path = model_files.file_path(model_path, rel)
+        header = None
+        if with_tensors and path.endswith(".safetensors"):
+            try:
+                header = safetensors_format.read_header(path)
+            except FormatError as exc:
+                unreadable[rel] = exc
+            if header is not None:
+                _check_loadable(path, header)
+        by_tensor = tensor_table.get(rel)
+        if header is not None and by_tensor:  # every byte checked by the signed tensor table
+            listed = sorted((e["name"], e["dtype"], list(e["shape"]), e["offset"], e["length"])
+                            for e in by_tensor)
+            on_disk = sorted((e.name, e.dtype, list(e.shape), e.offset, e.length)
+                             for e in header.entries)
+            if listed != on_disk:
+                raise VerificationError(f"{path}: its safetensors header does not describe the "
+                                        f"tensors {signature_path} lists", changed=[rel])
+            digests = {e["name"]: bytes.fromhex(e["digest"]) for e in by_tensor}
+            tensors = [(e.name, e.dtype, list(e.shape), e.offset, e.length, digests[e.name])
+                       for e in header.entries]
+            table.append((path, rel, header.prefix, header.file_size, [], tensors))
+        elif header is not None:  # the file's own digest checks the tensors too
+            tensors = [(e.name, e.dtype, list(e.shape), e.offset, e.length, None)
+                       for e in header.entries]
+            table.append((path, rel, header.prefix, header.file_size,
+                          _ranges(statement, rel, signed[rel], header.file_size), tensors))
+        else:
+            size = os.stat(path).st_size  # the loader refuses a file that then has another
+            table.append((path, rel, b"", -1, _ranges(statement, rel, signed[rel], size), []))
+        for name, *_ in table[-1][5]:
+            owner.setdefault(name, []).append(rel)
+    repeated = {n: where for n, where in owner.items() if len(where) > 1}
+    if repeated:
+        shown = ", ".join(f"'{n}' ({' and '.join(w)})" for n, w in sorted(repeated.items())[:3])
+        raise FormatError(f"{model_path}: tensors of the same name are in several files: {shown}"
+                          f"{', ...' if len(repeated) > 3 else ''}; name the files to load "
+                          "(file=)")
+    return table, unreadable
+
+
+def run_table(table, *, model_path, signature_path, device, tensor_hash="blake3", threads=None,
+              block_size=None, pinned_bytes=None):
+    """Runs the C++ loader over a table; {name: tensor} when every digest matched, else
+    VerificationError naming the changed files (a shard as PATH:START:END) and tensors."""
+    from sentry_ops import _C
+
+    try:
+        loaded, files, tensors = _C.loader.load_files(
+            table, str(device), tensor_hash, threads or 0, block_size or BLOCK_SIZE,
+            pinned_bytes or PINNED_BYTES)
+    except _C.io.ReadError as exc:
+        raise FormatError(str(exc)) from None
+    if loaded is None:
+        where = sorted(set(files) | {f for f, _ in tensors})
+        raise VerificationError(f"{model_path}: {', '.join(where)} differ(s) from {signature_path}",
+                                changed=sorted(files) + sorted(t for _, t in tensors))
+    return dict(loaded)
+
+
+def load_verified(path, signature, *, public_key=None, certificate_chain=None, identity=None,
+                  identity_provider=None, trusted_root=None, trust_config=None, device="cuda",
+                  dtype=None, file=None, ignore_paths=(), threads=None, block_size=None,
+                  pinned_bytes=None):
+    """The tensors of a signed model (a directory of safetensors files, or one file), read once
+    from disk and returned as {name: tensor} on ``device`` only when every byte matched the
+    signature ``signature``.
+
+    The signature is checked as verify_files checks it: give public_key, certificate_chain, or
+    identity and identity_provider with trusted_root or trust_config (keyless). Every file the
+    signature lists must be present and nothing else (the signature file, its ignore_paths and
+    ``ignore_paths``, as verify_files takes them, aside); the other files (config, tokenizer)
+    are checked too, but not returned. ``file`` (a path or a list of paths, as the signature
+    names them: relative to the model directory) reads, checks and loads only those files:
+    two files that hold tensors of the same name (checkpoints side by side) need it.
+    ``dtype`` converts floating-point tensors, after verification. threads, block_size (bytes
+    per read, a power of two) and pinned_bytes (the pinned staging of a CUDA load) tune the
+    reader. Raises VerificationError naming the files and tensors that differ, FormatError for
+    bad input (including a file that changes while it is read); nothing is returned then, and
+    the memory of the load is freed.
+    """
+    from ..signatures.trust import open_bundle as _open_bundle, trust_from
+
+    device = _device(device)
+    trust = trust_from(public_key, certificate_chain, identity, identity_provider,
+                       trusted_root, trust_config)
+    statement, _, _ = _open_bundle(signature, trust)
+    signed = signed_files(statement, signature)
+    files = check_file_list(path, signature, statement, signed, ignore_paths=ignore_paths)
+    if file is not None:
+        chosen = [os.fspath(file)] if isinstance(file, (str, os.PathLike)) else [
+            os.fspath(f) for f in file]
+        unknown = [f for f in chosen if f not in files]
+        if unknown:
+            raise FormatError(f"{signature}: signs no file {', '.join(unknown)} (file=)")
+        files = [f for f in files if f in chosen]
+    table, unreadable = file_table(path, signature, statement, files)
+    tensor_hash = statement.tensors["hash_type"] if statement.tensors else "blake3"
+    state = run_table(table, model_path=path, signature_path=signature, device=device,
+                      tensor_hash=tensor_hash, threads=threads, block_size=block_size,
+                      pinned_bytes=pinned_bytes)
+    tensor_files = _signed_tensors(statement)
+    for rel, exc in unreadable.items():  # their bytes are the signed ones
+        if rel in tensor_files:
+            raise FormatError(f"{exc} (yet {signature} lists tensors in it)")
+        warnings.warn(SentryWarning(f"{exc}; checked as a plain file, not loaded"), stacklevel=2)
+    if not state:
+        raise FormatError(f"{path}: the signed files hold no safetensors tensors to load")
+    state = {name: state[name] for name in sorted(state)}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    return state

@@ -1,0 +1,1 @@
+"""Checks while a model runs: IntegrityGuard (guard) and signed checkpoints (checkpoint)."""

@@ -1,0 +1,1 @@
+"""The command line (cli), the hashing benchmark (bench) and the CLI progress line."""
