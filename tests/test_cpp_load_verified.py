@@ -1,10 +1,11 @@
-"""The C++ sentry::load_verified (through its binding, sentry_ops._C.bundle.load_verified)
-against the Python sentry.load_verified on the same signed models: the same tensors, byte for
-byte, and the same refusals (class, message, lists) for tampered, missing and unexpected files,
-a header that no longer matches the signed table, and names in several files. Signatures come
-from Sentry and from the reference tool (plain files and shards bundles). The C++ listing and
-header reader are checked against the reference tool and the safetensors package in
-test_model_files.py and test_safetensors_format.py (the Python functions call them)."""
+"""The C++ sentry::load_verified through its binding (sentry_ops._C.bundle.load_verified) and
+through sentry.load_verified (a shell over it since the orchestration moved to C++): the same
+tensors as were written, byte for byte, and the expected refusals (class, message, lists) for
+tampered, missing and unexpected files, a header that no longer matches the signed table, and
+names in several files. Signatures come from Sentry and from the reference tool (plain files
+and shards bundles). The C++ listing and header reader are checked against the reference tool
+and the safetensors package in test_model_files.py and test_safetensors_format.py (the Python
+functions call them)."""
 import os
 import shutil
 
@@ -15,7 +16,7 @@ from test_loader import _model, _same, _sign
 import sentry
 from sentry import bundle as bundle_format
 from sentry.errors import FormatError, VerificationError
-from sentry.signing import _native_trust, trust_from
+from sentry.signatures.trust import native_trust as _native_trust, trust_from
 from sentry_ops import _C
 
 

@@ -74,7 +74,8 @@ OPTIONS = {
               "--source", "-h"],
 }
 
-CPP_HEADERS = ["bundle.h", "crypto.h", "sentry.h"]  # csrc/include/sentry/, #include <sentry/...>
+# csrc/include/sentry/, #include <sentry/...>; model_files.h came with sentry::load_verified (issue 13)
+CPP_HEADERS = ["bundle.h", "crypto.h", "model_files.h", "sentry.h"]
 
 
 def _kind(value):

@@ -1,9 +1,10 @@
 """Verified loading: the tensors of a signed model's safetensors files, read from disk once and
 checked byte for byte on the way to their device, returned only when everything matched.
 
-The signature is opened and its signature checked exactly as ``verify_files`` does; the files
+``load_verified`` is a shell over the C++ ``sentry::load_verified`` (csrc/ops/load_verified.cpp,
+docs/LOADING.md): the signature is opened and checked exactly as ``verify_files`` does; the files
 present must be the signed ones (nothing missing, nothing extra) before a byte of data is read.
-Then the C++ loader (csrc/io/loader.h, docs/LOADING.md) reads every file once:
+Then the C++ loader (csrc/io/loader.h) reads every file once:
 
 - with Sentry's tensor table (``predicate.tensors``, written by ``sign_files``), each tensor is
   hashed on its device as it lands, and each safetensors header must describe exactly the signed
@@ -18,7 +19,6 @@ import warnings
 import torch
 
 from ..formats import model_files
-from ..formats import safetensors_format
 from ..errors import FormatError, MethodError, Option, SentryWarning, VerificationError
 
 #: Defaults of the C++ loader: bytes per read, and pinned staging of a CUDA load.
@@ -82,72 +82,16 @@ def _ranges(statement, rel, shards, size):
     return [(start, end, "sha256", bytes.fromhex(d)) for start, end, d in shards]
 
 
-def _signed_tensors(statement):
-    """{file: [entry]} of Sentry's tensor table, or {} without one."""
-    by_file = {}
-    for e in (statement.tensors or {}).get("entries", []):
-        by_file.setdefault(e.get("file"), []).append(e)
-    return by_file
-
-
-def _check_loadable(path, header):
-    """FormatError naming the file and tensor when a tensor's dtype has no torch dtype of whole
-    bytes (F4, F6_*): the C++ loader's own error names neither."""
-    for e in header.entries:
-        try:
-            safetensors_format.torch_dtype_of(e.dtype)
-        except FormatError as exc:
-            raise FormatError(f"{path}: tensor '{e.name}': {exc}; load_verified cannot load it "
-                              "(verify_files checks its bytes)") from None
-
-
-def file_table(model_path, signature_path, statement, files, *, with_tensors=True):
-    """The C++ loader's table (sentry_ops._C.loader.load_files) for the signed files, and the
-    FormatError of each .safetensors file whose header cannot be read: its bytes are still
-    checked as a plain file's (a changed file is reported as changed), its tensors not loaded."""
+def file_table(model_path, signature_path, statement, files):
+    """The C++ loader's table (sentry_ops._C.loader.load_files) that checks each signed file's
+    bytes against its file or shard digests, loading nothing (verify_files)."""
     signed = signed_files(statement, signature_path)
-    tensor_table = _signed_tensors(statement) if with_tensors else {}
-    table, unreadable, owner = [], {}, {}
+    table = []
     for rel in files:
         path = model_files.file_path(model_path, rel)
-        header = None
-        if with_tensors and path.endswith(".safetensors"):
-            try:
-                header = safetensors_format.read_header(path)
-            except FormatError as exc:
-                unreadable[rel] = exc
-            if header is not None:
-                _check_loadable(path, header)
-        by_tensor = tensor_table.get(rel)
-        if header is not None and by_tensor:  # every byte checked by the signed tensor table
-            listed = sorted((e["name"], e["dtype"], list(e["shape"]), e["offset"], e["length"])
-                            for e in by_tensor)
-            on_disk = sorted((e.name, e.dtype, list(e.shape), e.offset, e.length)
-                             for e in header.entries)
-            if listed != on_disk:
-                raise VerificationError(f"{path}: its safetensors header does not describe the "
-                                        f"tensors {signature_path} lists", changed=[rel])
-            digests = {e["name"]: bytes.fromhex(e["digest"]) for e in by_tensor}
-            tensors = [(e.name, e.dtype, list(e.shape), e.offset, e.length, digests[e.name])
-                       for e in header.entries]
-            table.append((path, rel, header.prefix, header.file_size, [], tensors))
-        elif header is not None:  # the file's own digest checks the tensors too
-            tensors = [(e.name, e.dtype, list(e.shape), e.offset, e.length, None)
-                       for e in header.entries]
-            table.append((path, rel, header.prefix, header.file_size,
-                          _ranges(statement, rel, signed[rel], header.file_size), tensors))
-        else:
-            size = os.stat(path).st_size  # the loader refuses a file that then has another
-            table.append((path, rel, b"", -1, _ranges(statement, rel, signed[rel], size), []))
-        for name, *_ in table[-1][5]:
-            owner.setdefault(name, []).append(rel)
-    repeated = {n: where for n, where in owner.items() if len(where) > 1}
-    if repeated:
-        shown = ", ".join(f"'{n}' ({' and '.join(w)})" for n, w in sorted(repeated.items())[:3])
-        raise FormatError(f"{model_path}: tensors of the same name are in several files: {shown}"
-                          f"{', ...' if len(repeated) > 3 else ''}; name the files to load "
-                          "(file=)")
-    return table, unreadable
+        size = os.stat(path).st_size  # the loader refuses a file that then has another
+        table.append((path, rel, b"", -1, _ranges(statement, rel, signed[rel], size), []))
+    return table
 
 
 def run_table(table, *, model_path, signature_path, device, tensor_hash="blake3", threads=None,
@@ -190,34 +134,22 @@ def load_verified(path, signature, *, public_key=None, certificate_chain=None, i
     bad input (including a file that changes while it is read); nothing is returned then, and
     the memory of the load is freed.
     """
-    from ..signatures.trust import open_bundle as _open_bundle, trust_from
+    from sentry_ops import _C
+
+    from ..formats.bundle import native_errors
+    from ..signatures.trust import native_trust, trust_from
 
     device = _device(device)
     trust = trust_from(public_key, certificate_chain, identity, identity_provider,
                        trusted_root, trust_config)
-    statement, _, _ = _open_bundle(signature, trust)
-    signed = signed_files(statement, signature)
-    files = check_file_list(path, signature, statement, signed, ignore_paths=ignore_paths)
-    if file is not None:
-        chosen = [os.fspath(file)] if isinstance(file, (str, os.PathLike)) else [
-            os.fspath(f) for f in file]
-        unknown = [f for f in chosen if f not in files]
-        if unknown:
-            raise FormatError(f"{signature}: signs no file {', '.join(unknown)} (file=)")
-        files = [f for f in files if f in chosen]
-    table, unreadable = file_table(path, signature, statement, files)
-    tensor_hash = statement.tensors["hash_type"] if statement.tensors else "blake3"
-    state = run_table(table, model_path=path, signature_path=signature, device=device,
-                      tensor_hash=tensor_hash, threads=threads, block_size=block_size,
-                      pinned_bytes=pinned_bytes)
-    tensor_files = _signed_tensors(statement)
-    for rel, exc in unreadable.items():  # their bytes are the signed ones
-        if rel in tensor_files:
-            raise FormatError(f"{exc} (yet {signature} lists tensors in it)")
-        warnings.warn(SentryWarning(f"{exc}; checked as a plain file, not loaded"), stacklevel=2)
-    if not state:
-        raise FormatError(f"{path}: the signed files hold no safetensors tensors to load")
-    state = {name: state[name] for name in sorted(state)}
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    return state
+    native, data = native_trust(trust, os.fspath(signature))
+    files = None if file is None else [
+        os.fsencode(f) for f in ([file] if isinstance(file, (str, os.PathLike)) else file)]
+    with native_errors():
+        state, notes = _C.bundle.load_verified(
+            os.fsencode(path), os.fsencode(signature), native, data, str(device), dtype, files,
+            [os.fsencode(p) for p in ignore_paths], threads or 0, block_size or BLOCK_SIZE,
+            pinned_bytes or PINNED_BYTES)
+    for note in notes:
+        warnings.warn(SentryWarning(note), stacklevel=2)
+    return dict(state)

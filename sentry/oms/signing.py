@@ -324,7 +324,7 @@ def _verify_shards(model_dir, signature_path, statement, key, timings, trust, **
     signed = loader.signed_files(statement, signature_path)
     files = loader.check_file_list(model_dir, signature_path, statement, signed, **listing)
     t0 = time.perf_counter()
-    table, _ = loader.file_table(model_dir, signature_path, statement, files, with_tensors=False)
+    table = loader.file_table(model_dir, signature_path, statement, files)
     loader.run_table(table, model_path=model_dir, signature_path=signature_path, device="cpu")
     timings["hash files"] = (time.perf_counter() - t0) * 1e3
     return Verified(statement.model_name, "shards", statement.hash_type, files, key.hint(),
