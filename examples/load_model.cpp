@@ -9,26 +9,49 @@
 
 #include "read_file.h"
 
+#include <dirent.h>
 #include <unistd.h>
 
-#include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <stdexcept>
 
 namespace {
 
+// No std::filesystem here: PyTorch's Linux wheels export the copy of it they link statically
+// (pytorch/pytorch#133437), calls bind to that copy, and with the CUDA 2.11 wheel its
+// remove_all jumped to a null pointer. PyTorch itself avoids <filesystem> on Linux for this.
+
+// The regular files directly in `dir` (the example model is one flat directory).
+std::vector<std::string> file_names(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) throw std::runtime_error(dir + ": cannot be listed");
+  std::vector<std::string> names;
+  while (const dirent* entry = ::readdir(d)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(d);
+  return names;
+}
+
 // A copy of the model directory whose weights file has its last byte flipped.
 std::string tampered_copy(const std::string& model_dir) {
-  namespace fs = std::filesystem;
-  const fs::path copy = fs::temp_directory_path() / ("sentry_tampered_" + std::to_string(::getpid()));
-  fs::remove_all(copy);
-  fs::copy(model_dir, copy, fs::copy_options::recursive);
-  std::fstream f(copy / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(-1, std::ios::end);
-  const char last = static_cast<char>(f.get());
-  f.seekp(-1, std::ios::end);
-  f.put(static_cast<char>(last ^ 1));
-  return copy.string();
+  const char* tmp = std::getenv("TMPDIR");
+  std::string copy = std::string(tmp && *tmp ? tmp : "/tmp") + "/sentry_tampered_XXXXXX";
+  if (!::mkdtemp(copy.data())) throw std::runtime_error(copy + ": cannot be created");
+  for (const std::string& name : file_names(model_dir)) {
+    std::string bytes = example::read_file(model_dir + "/" + name);
+    if (name == "model.safetensors" && !bytes.empty()) bytes.back() ^= 1;
+    std::ofstream(copy + "/" + name, std::ios::binary) << bytes;
+  }
+  return copy;
+}
+
+void remove_copy(const std::string& copy) {
+  for (const std::string& name : file_names(copy)) ::unlink((copy + "/" + name).c_str());
+  ::rmdir(copy.c_str());
 }
 
 }  // namespace
@@ -73,6 +96,6 @@ int main(int argc, char** argv) {
     std::cout << "tampered copy refused: " << e.what() << "\n";
     if (std::string(e.what()).find("model.safetensors") == std::string::npos) status = 1;
   }
-  std::filesystem::remove_all(copy);
+  remove_copy(copy);
   return status;
 }
