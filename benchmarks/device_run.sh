@@ -23,6 +23,10 @@ if [ -n "${SENTRY_CTEST:-}" ]; then
     cmake --build build/cmake -j16 && ctest --test-dir build/cmake --output-on-failure; } \
     >"$OUT/ctest.log" 2>&1
   echo "ctest rc=$?"; grep -E "tests passed|tests failed|Skipped|Failed" "$OUT/ctest.log" | tail -5
+  # ctest runs the load example on the CPU; here it loads onto the GPU as well.
+  e=build/cmake/example_model
+  build/cmake/load_model_example $e/model $e/model.sig $e/key.pub cuda >"$OUT/load_example_cuda.log" 2>&1
+  echo "load_model_example on cuda: rc=$?"; tail -3 "$OUT/load_example_cuda.log"
 fi
 if [ -n "${SENTRY_TESTS:-}" ]; then
   python3 -m pytest -q -rs $SENTRY_TESTS 2>&1 | tee "$OUT/pytest.log" | tail -25
