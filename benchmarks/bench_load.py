@@ -209,7 +209,9 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dir", default="/tmp/sentry-bench-load")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--cold", action="store_true", help="also once each after dropping caches")
+    p.add_argument("--cold", action="store_true", help="also after dropping caches")
+    p.add_argument("--cold-reps", type=int, default=1,
+                   help="rounds of cold loads, every loader once a round")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--pinned-bytes", type=int, default=None)
@@ -303,15 +305,25 @@ def main(argv=None):
                     s = command_seconds(cmd, files)
                     rows[label]["cold_s"] = s
                     print(f"{label:<52} cold {s:6.3f} s  {nbytes / s / 1e9:6.2f} GB/s", flush=True)
-            for label, fn in table.items():
-                if label not in rows:
-                    continue
-                drop_caches()
-                seconds, result = time_it(fn, device)
-                del result
-                rows[label]["cold_s"] = seconds
-                print(f"{label:<52} cold {seconds:6.3f} s  {nbytes / seconds / 1e9:6.2f} GB/s",
-                      flush=True)
+            # Round robin over the loaders, --cold-reps times: one cold read of a disk varies by
+            # 10-30% from one moment to the next, so each round times every loader close together.
+            cold = {label: [] for label in table if label in rows}
+            for rep in range(args.cold_reps):
+                for label in cold:
+                    drop_caches()
+                    seconds, result = time_it(table[label], device)
+                    del result
+                    cold[label].append(seconds)
+                    print(f"{label:<52} cold {seconds:6.3f} s  {nbytes / seconds / 1e9:6.2f} GB/s"
+                          f"  (round {rep + 1})", flush=True)
+            for label, times in cold.items():
+                rows[label]["cold_s"] = min(times)
+                rows[label]["cold_all_s"] = times
+            if cold and args.cold_reps > 1:
+                print("\ncold, best and median of the rounds:")
+                for label, times in cold.items():
+                    print(f"  {label:<52} best {min(times):6.3f} s  median "
+                          f"{statistics.median(times):6.3f} s", flush=True)
 
     base = rows.get("safetensors.load_file (unverified)", {}).get("best_s")
     if base:

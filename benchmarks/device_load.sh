@@ -27,6 +27,6 @@ if [ -z "${SENTRY_SKIP_TESTS:-}" ]; then
 fi
 
 start=$(date +%s)
-timeout 420 python3 benchmarks/bench_load.py --device cuda --cold --sweep --json "$OUT/bench_load.json" \
+timeout 480 python3 benchmarks/bench_load.py --device cuda --cold --cold-reps 3 --sweep --json "$OUT/bench_load.json" \
   ${SENTRY_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_load.log"
 echo "benchmark: $(( $(date +%s) - start )) s"
