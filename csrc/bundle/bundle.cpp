@@ -146,11 +146,9 @@ Bundle parse_bundle(std::string_view data, const std::string& source) {
     reader.fail(std::to_string(data.size()) + " bytes is larger than the " +
                 std::to_string(kMaxBundleBytes) + "-byte limit for a signature bundle");
   }
-  thread_local simdjson::dom::parser reused;
-  simdjson::dom::parser fresh;
-  simdjson::dom::parser& parser = json::parser_for(data.size(), reused, fresh);
+  json::SiteParser<struct BundleSite> parser(data.size());
   const Field root = Field::root("bundle");
-  const json::object doc = reader.as_object(reader.parse(parser, data, "bundle JSON"), root);
+  const json::object doc = reader.as_object(reader.parse(parser.get(), data, "bundle JSON"), root);
   json::element media;
   if (doc.at_key("mediaType").get(media) != simdjson::SUCCESS) {
     reader.fail(root.key("mediaType"), "missing");

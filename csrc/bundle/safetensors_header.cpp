@@ -83,13 +83,12 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, std::uint64_t 
     if (tensor) where += "tensor '" + *tensor + "': ";
     throw FormatError(where + problem);
   };
-  simdjson::dom::parser reused, fresh;
-  simdjson::dom::parser& parser = json::parser_for(text.size(), reused, fresh);
+  json::SiteParser<struct HeaderSite> parser(text.size());
   const std::string unnamed;  // the Reader keeps a reference: named below, as Python does
   const json::Reader reader(unnamed);
   json::element doc;
   try {
-    doc = reader.parse(parser, text, "header");
+    doc = reader.parse(parser.get(), text, "header");
   } catch (const FormatError& e) {
     const std::string problem = e.what();
     if (problem == "header is not UTF-8") fail(problem);

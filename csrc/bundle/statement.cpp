@@ -506,11 +506,9 @@ StatementSubject check_statement_envelope(const json::Reader& reader, json::obje
 
 Statement parse_statement(std::string_view payload, const std::string& source) {
   const json::Reader reader(source);
-  thread_local simdjson::dom::parser reused;
-  simdjson::dom::parser fresh;
-  simdjson::dom::parser& parser = json::parser_for(payload.size(), reused, fresh);
+  json::SiteParser<struct StatementSite> parser(payload.size());
   const Field root = Field::root("statement");
-  const json::object doc = reader.as_object(reader.parse(parser, payload, "statement"), root);
+  const json::object doc = reader.as_object(reader.parse(parser.get(), payload, "statement"), root);
   json::element predicate_type;
   if (doc.at_key("predicateType").get(predicate_type) == simdjson::SUCCESS &&
       predicate_type.is_string() && predicate_type.get_string().value_unsafe() == kV02PredicateType) {

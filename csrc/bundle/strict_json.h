@@ -82,15 +82,25 @@ class Reader {
 };
 
 // The parser to read a document of `size` bytes with: for documents up to kReusedParserBytes, one
-// kept per thread and call site (`reused`, a thread_local of the caller), whose buffers stay
-// allocated between documents (allocating and touching them is most of the cost of parsing a
-// statement of a few hundred kB); for larger ones `fresh`, freed when the caller returns.
-// Nothing the parser returned may outlive the next parse at the same call site on the thread.
+// kept per thread and call site (`Site`, a tag type of the caller), whose buffers stay allocated
+// between documents (allocating and touching them is most of the cost of parsing a statement of
+// a few hundred kB); for larger ones a fresh one, freed with this object. Nothing the parser
+// returned may outlive the next parse at the same call site on the thread.
 inline constexpr std::size_t kReusedParserBytes = std::size_t(4) << 20;
-inline simdjson::dom::parser& parser_for(std::size_t size, simdjson::dom::parser& reused,
-                                         simdjson::dom::parser& fresh) {
-  return size <= kReusedParserBytes ? reused : fresh;
-}
+template <class Site>
+class SiteParser {
+ public:
+  explicit SiteParser(std::size_t size) : parser_(size <= kReusedParserBytes ? reused() : fresh_) {}
+  simdjson::dom::parser& get() { return parser_; }
+
+ private:
+  static simdjson::dom::parser& reused() {
+    thread_local simdjson::dom::parser parser;
+    return parser;
+  }
+  simdjson::dom::parser fresh_;  // allocates nothing until it parses
+  simdjson::dom::parser& parser_;
+};
 
 // A JSON integer that Python would read as a non-negative int, if it is one.
 std::optional<std::uint64_t> non_negative_integer(element value);
