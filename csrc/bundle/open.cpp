@@ -14,16 +14,22 @@ struct TrustAccess {
   static const std::vector<std::string>& roots(const Trust& t) { return t.roots_der_; }
   static const std::string& payload_type(const Trust& t) { return t.payload_type_; }
   static const std::string& payload(const Trust& t) { return t.payload_; }
+  static const std::string& memo_identity(const Trust& t) { return t.memo_identity_; }
 };
 
 Trust Trust::public_key(crypto::PublicKey key) {
   Trust t(Kind::kPublicKey);
+  t.memo_identity_ = "key:" + std::to_string(static_cast<int>(key.curve())) + ":" + key.raw_xy();
   t.key_ = std::move(key);
   return t;
 }
 
 Trust Trust::certificate_roots(std::vector<std::string> roots_der) {
   Trust t(Kind::kCertificateRoots);
+  t.memo_identity_ = "roots";
+  for (const std::string& der : roots_der) {
+    t.memo_identity_ += ":" + std::to_string(der.size()) + ":" + der;
+  }
   t.roots_der_ = std::move(roots_der);
   return t;
 }
@@ -152,26 +158,6 @@ SignedStatement open_bundle(const std::string& path, const Trust& trust) {
 
 namespace {
 
-// The identity of a key or of certificate roots, as the memo compares them; empty for keyless.
-std::string trust_identity(const Trust& trust) {
-  switch (trust.kind()) {
-    case Trust::Kind::kPublicKey: {
-      const crypto::PublicKey& key = TrustAccess::key(trust);
-      return "key:" + std::to_string(static_cast<int>(key.curve())) + ":" + key.raw_xy();
-    }
-    case Trust::Kind::kCertificateRoots: {
-      std::string out = "roots";
-      for (const std::string& der : TrustAccess::roots(trust)) {
-        out += ":" + std::to_string(der.size()) + ":" + der;
-      }
-      return out;
-    }
-    case Trust::Kind::kVerifiedKeyless:
-      return "";
-  }
-  return "";
-}
-
 struct MemoEntry {
   std::string data, trust;
   std::shared_ptr<const SignedStatement> opened;
@@ -186,7 +172,8 @@ std::uint64_t memo_bytes = 0;
 OpenedBundle open_bundle_memoised(std::string_view data, const std::string& source,
                                   const Trust& trust) {
   const auto t0 = Clock::now();
-  std::string identity = trust_identity(trust);
+  // Empty for a keyless trust: those bundles are never memoised.
+  const std::string& identity = TrustAccess::memo_identity(trust);
   if (!identity.empty()) {
     std::lock_guard<std::mutex> lock(memo_mutex);
     for (auto it = memo.begin(); it != memo.end(); ++it) {
@@ -201,7 +188,7 @@ OpenedBundle open_bundle_memoised(std::string_view data, const std::string& sour
   const std::uint64_t cost = data.size() + identity.size();
   if (!identity.empty() && cost <= kBundleMemoBytes / 4) {
     std::lock_guard<std::mutex> lock(memo_mutex);
-    memo.push_front({std::string(data), std::move(identity), opened});
+    memo.push_front({std::string(data), identity, opened});
     memo_bytes += cost;
     while (memo_bytes > kBundleMemoBytes || memo.size() > 8) {
       memo_bytes -= memo.back().data.size() + memo.back().trust.size();

@@ -211,6 +211,7 @@ class Trust {
   std::optional<crypto::PublicKey> key_;
   std::vector<std::string> roots_der_;
   std::string payload_type_, payload_;
+  std::string memo_identity_;  // the key or the roots, as the bundle memo compares them
 };
 
 // A bundle whose signature verified, its statement, and the key that verified it.
