@@ -7,30 +7,16 @@
 // tuple (keyword, Python spelling); the other errors as in bindings.cpp.
 #include <torch/extension.h>
 
+#include "../crypto/bindings.h"
 #include "../include/sentry/sentry.h"
 #include "bindings.h"
 
 namespace py = pybind11;
+using sentry::bindings::fs_list;
+using sentry::bindings::fs_text;
+using sentry::bindings::text;
 
 namespace {
-
-py::str fs_text(const std::string& s) {
-  PyObject* o = PyUnicode_DecodeFSDefaultAndSize(s.data(), static_cast<Py_ssize_t>(s.size()));
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
-
-py::str utf8_text(const std::string& s) {
-  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "strict");
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
-
-py::list fs_list(const std::vector<std::string>& items) {
-  py::list out;
-  for (const auto& s : items) out.append(fs_text(s));
-  return out;
-}
 
 sentry::ListOptions list_options(const std::vector<std::string>& ignore_paths,
                                  const std::optional<std::string>& signature_path,
@@ -42,11 +28,11 @@ sentry::ListOptions list_options(const std::vector<std::string>& ignore_paths,
 py::tuple header_tuple(const sentry::SafetensorsHeader& h) {
   py::list entries;
   for (const auto& e : h.entries) {
-    entries.append(py::make_tuple(utf8_text(e.name), e.dtype, py::tuple(py::cast(e.shape)),
+    entries.append(py::make_tuple(text(e.name), e.dtype, py::tuple(py::cast(e.shape)),
                                   e.offset, e.length));
   }
   py::dict metadata;
-  for (const auto& [k, v] : h.metadata) metadata[utf8_text(k)] = utf8_text(v);
+  for (const auto& [k, v] : h.metadata) metadata[text(k)] = text(v);
   return py::make_tuple(entries, metadata, h.data_start, h.file_size, py::bytes(h.prefix));
 }
 
@@ -132,7 +118,7 @@ void sentry_register_load(py::module_& b) {
                        : sentry::load_verified(model_path, signature_path, trust, o);
         }
         py::list out;
-        for (auto& [name, tensor] : state) out.append(py::make_tuple(utf8_text(name), tensor));
+        for (auto& [name, tensor] : state) out.append(py::make_tuple(text(name), tensor));
         return py::make_tuple(out, fs_list(warnings));
       },
       py::arg("model_path"), py::arg("signature_path"), py::arg("trust"), py::arg("data"),
