@@ -17,6 +17,8 @@
 #include "statement.h"
 
 namespace py = pybind11;
+using sentry::bindings::fs_list;
+using sentry::bindings::fs_text;
 using sentry::bindings::str_list;
 using sentry::bindings::text;
 using sentry::bindings::view;
@@ -190,8 +192,9 @@ void sentry_register_bundle(py::module_& m) {
       }
       PyErr_SetObject(method_error, py::tuple(parts).ptr());
     } catch (const sentry::VerificationError& e) {
-      py::tuple args = py::make_tuple(text(e.brief), str_list(e.changed), str_list(e.missing),
-                                      str_list(e.unexpected));
+      // Decoded as paths: the message and the lists name files (and UTF-8 tensor names).
+      py::tuple args = py::make_tuple(fs_text(e.brief), fs_list(e.changed), fs_list(e.missing),
+                                      fs_list(e.unexpected));
       PyErr_SetObject(verification_error, args.ptr());
     } catch (const sentry::FileError& e) {
       // OSError(errno, strerror, filename) is FileNotFoundError, PermissionError, ...

@@ -1,6 +1,7 @@
-// Python bindings of the model listing, the safetensors header reader (sentry/model_files.h)
-// and sentry::load_verified (sentry/sentry.h), in sentry_ops._C.bundle. sentry/model_files.py,
-// sentry/safetensors_format.py and sentry/loader.py are shells over these.
+// Python bindings of the model listing and its check against a signature's files, the
+// safetensors header reader (sentry/model_files.h) and sentry::load_verified (sentry/sentry.h),
+// in sentry_ops._C.bundle. sentry/model_files.py, sentry/safetensors_format.py and
+// sentry/loader.py are shells over these.
 //
 // Paths go in as bytes (os.fsencode) and come back decoded as os.fsdecode would. OptionError
 // becomes sentry_ops._C.bundle.OptionError with the message's parts as args, an option as a
@@ -83,6 +84,25 @@ void sentry_register_load(py::module_& b) {
       },
       py::arg("model_dir"), py::arg("ignore_paths"), py::arg("signature_path"),
       py::arg("ignore_git_paths"), py::arg("allow_symlinks"));
+  b.def(
+      "check_model_files",
+      [](const std::string& model_dir, const std::string& signature_path,
+         const std::vector<std::string>& signed_names, bool shards,
+         const std::vector<std::string>& ignore_paths, bool ignore_git_paths,
+         bool allow_symlinks) {
+        std::vector<std::string> files;
+        {
+          py::gil_scoped_release release;
+          files = sentry::check_model_files(
+              model_dir, signature_path, signed_names, shards,
+              list_options(ignore_paths, std::nullopt, ignore_git_paths, allow_symlinks));
+        }
+        return fs_list(files);
+      },
+      py::arg("model_dir"), py::arg("signature_path"), py::arg("signed_names"), py::arg("shards"),
+      py::arg("ignore_paths"), py::arg("ignore_git_paths"), py::arg("allow_symlinks"),
+      "sentry::check_model_files: the signed files present, in listing order; "
+      "VerificationError listing the missing and unexpected ones.");
   b.def(
       "read_header",
       [](const std::string& path, std::optional<int> fd) {

@@ -57,22 +57,22 @@ def signed_files(statement, source):
 
 def check_file_list(model_path, signature_path, statement, signed, *, ignore_paths=(),
                     ignore_git_paths=True, allow_symlinks=None):
-    """The model's files, as the signature names them, after checking they are the signed ones:
-    VerificationError listing missing and unexpected files otherwise. (An empty file is not a
-    resource of the shards method, as the reference cuts it into no shards.) The keywords are
-    verify_files'."""
+    """The model's files, as the signature names them, after checking they are the signed ones
+    (``signed``: signed_files' keys): VerificationError listing missing and unexpected files
+    otherwise. (An empty file is not a resource of the shards method, as the reference cuts it
+    into no shards.) The keywords are verify_files'. The check is the C++ loader's
+    (sentry::check_model_files)."""
+    from sentry_ops import _C
+
+    from ..formats.bundle import native_errors
+
     allow = statement.allow_symlinks if allow_symlinks is None else allow_symlinks
-    present = model_files.list_files(
-        model_path, ignore_paths=list(ignore_paths) + list(statement.ignore_paths),
-        signature_path=signature_path, ignore_git_paths=ignore_git_paths, allow_symlinks=allow)
-    missing = sorted(set(signed) - set(present))
-    unexpected = [f for f in present if f not in signed
-                  and not (statement.method == "shards"
-                           and os.stat(model_files.file_path(model_path, f)).st_size == 0)]
-    if missing or unexpected:
-        raise VerificationError(f"{model_path}: the files do not match {signature_path}",
-                                missing=missing, unexpected=unexpected)
-    return [f for f in present if f in signed]
+    with native_errors():
+        return _C.bundle.check_model_files(
+            os.fsencode(model_path), os.fsencode(signature_path), [os.fsencode(f) for f in signed],
+            statement.method == "shards",
+            [os.fsencode(p) for p in list(ignore_paths) + list(statement.ignore_paths)],
+            ignore_git_paths, allow)
 
 
 def _ranges(statement, rel, shards, size):
