@@ -338,6 +338,25 @@ def test_tensors_bundle_and_bad_device_are_refused(tmp_path, keys):
         load_verified(str(tmp_path), sig, public_key=keys["alice"][1], device="meta")
 
 
+@pytest.mark.parametrize("signed", ["sentry"], indirect=True)
+def test_bad_device_is_refused_in_one_line(signed, keys):
+    """sentry::load_verified's device check (the only one): a device it cannot load to is a
+    FormatError naming it; a name that is no device is torch's one-line RuntimeError."""
+    _, d, sig, _ = signed
+    pub = keys["alice"][1]
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    no_gpu = (f"device cuda:99: there are only {gpus} GPUs" if gpus
+              else "device cuda:99: this torch has no CUDA GPU; use device='cpu'")
+    for device, message in (("meta", "device meta: load_verified loads to 'cpu' or 'cuda'"),
+                            ("cuda:99", no_gpu)):
+        with pytest.raises(FormatError) as info:
+            load_verified(str(d), sig, public_key=pub, device=device)
+        assert str(info.value) == message
+    with pytest.raises(RuntimeError, match="device string: garbage$") as info:
+        load_verified(str(d), sig, public_key=pub, device="garbage")
+    assert "\n" not in str(info.value)
+
+
 def test_table_leaving_bytes_unchecked_is_refused(tmp_path):
     """The C++ loader refuses, before reading, a table that would return unchecked bytes."""
     from sentry_ops import _C

@@ -253,7 +253,7 @@ NamedTensors load(const std::string& model_path, const std::string& signature_pa
 
 NamedTensors load_verified(const std::string& model_path, const std::string& signature_path,
                            const Trust& trust, const LoadVerifiedOptions& options) {
-  checked_device(options.device);  // before the bundle is read, as Python's
+  checked_device(options.device);  // before the bundle is read
   const SignedStatement opened = open_bundle(signature_path, trust);
   return load(model_path, signature_path, opened.statement, options);
 }
