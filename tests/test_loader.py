@@ -5,6 +5,7 @@ References: the tensors as they were written (bytes compared), safetensors' own 
 bundles made by the reference tool (`model_signing`: a plain `files` bundle and its `shards`
 serialization). Every tamper leaves nothing loaded and names the file.
 """
+import base64
 import json
 import os
 import pathlib
@@ -210,6 +211,60 @@ def test_shards_bundle_names_the_shard_and_verify_files_reads_it(signed, keys):
         assert info.value.changed == ["model-00001-of-00002.safetensors:20000:30000"]
 
 
+def _reference_verifies(model, signature, public_key):
+    ms = pytest.importorskip("model_signing", reason="the reference model-signing package")
+    try:
+        ms.verifying.Config().use_elliptic_key_verifier(
+            public_key=pathlib.Path(public_key)).verify(pathlib.Path(model), pathlib.Path(signature))
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signed", KINDS, indirect=True)
+def test_verify_files_and_load_verified_list_the_same_files(signed, keys):
+    """One check of the files present against the signed ones serves verify_files and
+    load_verified (sentry::check_model_files): the same missing and unexpected files, a name
+    that is not UTF-8 given as os.fsdecode gives it; an empty file added is no extra file of a
+    shards bundle (the reference cuts it into no shards), an extra file of a files bundle (the
+    reference's verification agrees)."""
+    kind, d, sig, _ = signed
+    pub = keys["alice"][1]
+
+    def refusals():
+        out = []
+        for check in (lambda: verify_files(str(d), sig, public_key=pub),
+                      lambda: load_verified(str(d), sig, public_key=pub, device="cpu")):
+            with pytest.raises(VerificationError) as info:
+                check()
+            out.append((info.value.missing, info.value.unexpected))
+        assert out[0] == out[1]
+        return out[0]
+
+    odd = os.fsdecode(b"extra-\xff.bin")
+    (d / odd).write_bytes(b"x")
+    os.remove(d / "config.json")
+    assert refusals() == (["config.json"], [odd])
+    os.remove(d / odd)
+    (d / "config.json").write_text('{"hidden": 33}')
+    (d / "empty.txt").write_bytes(b"")
+    if kind == "reference shards":
+        # The reference signs no shard of an empty file. (Its verifier cannot check a shards
+        # bundle: it reads shard_size back as a float.)
+        resigned = str(d.parent / "resigned.sig")
+        _sign(kind, d, resigned, keys["alice"][0])
+        with open(resigned) as f:
+            payload = base64.b64decode(json.load(f)["dsseEnvelope"]["payload"])
+        assert b"model-00001-of-00002.safetensors" in payload and b"empty.txt" not in payload
+        for signature in (sig, resigned):
+            assert verify_files(str(d), signature, public_key=pub).method == "shards"
+            assert load_verified(str(d), signature, public_key=pub, device="cpu")
+    else:
+        if kind == "reference files":
+            assert not _reference_verifies(d, sig, pub)
+        assert refusals() == ([], ["empty.txt"])
+
+
 @pytest.mark.parametrize("signed", ["sentry"], indirect=True)
 def test_wrong_key_reads_nothing(signed, keys):
     # A FIFO in the directory would be refused by the listing: the signature is checked first.
@@ -281,6 +336,25 @@ def test_tensors_bundle_and_bad_device_are_refused(tmp_path, keys):
         load_verified(str(tmp_path), sig, public_key=keys["alice"][1], device="cpu")
     with pytest.raises(FormatError, match="'cpu' or 'cuda'"):
         load_verified(str(tmp_path), sig, public_key=keys["alice"][1], device="meta")
+
+
+@pytest.mark.parametrize("signed", ["sentry"], indirect=True)
+def test_bad_device_is_refused_in_one_line(signed, keys):
+    """sentry::load_verified's device check (the only one): a device it cannot load to is a
+    FormatError naming it; a name that is no device is torch's one-line RuntimeError."""
+    _, d, sig, _ = signed
+    pub = keys["alice"][1]
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    no_gpu = (f"device cuda:99: there are only {gpus} GPUs" if gpus
+              else "device cuda:99: this torch has no CUDA GPU; use device='cpu'")
+    for device, message in (("meta", "device meta: load_verified loads to 'cpu' or 'cuda'"),
+                            ("cuda:99", no_gpu)):
+        with pytest.raises(FormatError) as info:
+            load_verified(str(d), sig, public_key=pub, device=device)
+        assert str(info.value) == message
+    with pytest.raises(RuntimeError, match="device string: garbage$") as info:
+        load_verified(str(d), sig, public_key=pub, device="garbage")
+    assert "\n" not in str(info.value)
 
 
 def test_table_leaving_bytes_unchecked_is_refused(tmp_path):

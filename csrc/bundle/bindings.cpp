@@ -12,25 +12,18 @@
 
 #include <cstring>
 
+#include "../crypto/bindings.h"
 #include "../include/sentry/sentry.h"
 #include "statement.h"
 
 namespace py = pybind11;
+using sentry::bindings::fs_list;
+using sentry::bindings::fs_text;
+using sentry::bindings::str_list;
+using sentry::bindings::text;
+using sentry::bindings::view;
 
 namespace {
-
-std::string_view view(const py::bytes& b) {
-  char* data = nullptr;
-  Py_ssize_t size = 0;
-  if (PyBytes_AsStringAndSize(b.ptr(), &data, &size) != 0) throw py::error_already_set();
-  return {data, static_cast<std::size_t>(size)};
-}
-
-py::str text(std::string_view s) {
-  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "strict");
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
 
 std::string hex(const sentry::Digest& d) {
   static const char* kHex = "0123456789abcdef";
@@ -79,9 +72,7 @@ py::dict bundle_dict(const sentry::Bundle& b) {
   py::list chain;
   for (const auto& der : b.certificate_chain) chain.append(py::bytes(der));
   out["certificate_chain"] = chain;
-  py::list entries;
-  for (const auto& entry : b.tlog_entries) entries.append(text(entry));
-  out["tlog_entries"] = entries;
+  out["tlog_entries"] = str_list(b.tlog_entries);
   return out;
 }
 
@@ -94,9 +85,7 @@ py::dict statement_dict(const sentry::Statement& st) {
   out["method"] = st.method;
   out["hash_type"] = st.hash_type;
   out["allow_symlinks"] = st.allow_symlinks;
-  py::list ignore;
-  for (const auto& p : st.ignore_paths) ignore.append(text(p));
-  out["ignore_paths"] = ignore;
+  out["ignore_paths"] = str_list(st.ignore_paths);
   py::list resources;
   for (const auto& r : st.resources) {
     resources.append(py::make_tuple(text(r.name), r.algorithm, hex(r.digest)));
@@ -165,21 +154,13 @@ py::dict verified_dict(const sentry::VerifiedModel& v) {
   out["model_name"] = text(v.model_name);
   out["method"] = v.method;
   out["hash_type"] = v.hash_type;
-  py::list names;
-  for (const auto& n : v.names) names.append(text(n));
-  out["names"] = names;
+  out["names"] = str_list(v.names);
   out["key_hint"] = v.key_hint;
   out["timings_ms"] = timings_dict(v.timings_ms);
   return out;
 }
 
 using Files = std::optional<std::vector<std::string>>;
-
-py::list str_list(const std::vector<std::string>& items) {
-  py::list out;
-  for (const auto& s : items) out.append(text(s));
-  return out;
-}
 
 }  // namespace
 
@@ -211,8 +192,9 @@ void sentry_register_bundle(py::module_& m) {
       }
       PyErr_SetObject(method_error, py::tuple(parts).ptr());
     } catch (const sentry::VerificationError& e) {
-      py::tuple args = py::make_tuple(text(e.brief), str_list(e.changed), str_list(e.missing),
-                                      str_list(e.unexpected));
+      // Decoded as paths: the message and the lists name files (and UTF-8 tensor names).
+      py::tuple args = py::make_tuple(fs_text(e.brief), fs_list(e.changed), fs_list(e.missing),
+                                      fs_list(e.unexpected));
       PyErr_SetObject(verification_error, args.ptr());
     } catch (const sentry::FileError& e) {
       // OSError(errno, strerror, filename) is FileNotFoundError, PermissionError, ...

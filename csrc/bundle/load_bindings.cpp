@@ -1,36 +1,23 @@
-// Python bindings of the model listing, the safetensors header reader (sentry/model_files.h)
-// and sentry::load_verified (sentry/sentry.h), in sentry_ops._C.bundle. sentry/model_files.py,
-// sentry/safetensors_format.py and sentry/loader.py are shells over these.
+// Python bindings of the model listing and its check against a signature's files, the
+// safetensors header reader (sentry/model_files.h) and sentry::load_verified (sentry/sentry.h),
+// in sentry_ops._C.bundle. sentry/model_files.py, sentry/safetensors_format.py and
+// sentry/loader.py are shells over these.
 //
 // Paths go in as bytes (os.fsencode) and come back decoded as os.fsdecode would. OptionError
 // becomes sentry_ops._C.bundle.OptionError with the message's parts as args, an option as a
 // tuple (keyword, Python spelling); the other errors as in bindings.cpp.
 #include <torch/extension.h>
 
+#include "../crypto/bindings.h"
 #include "../include/sentry/sentry.h"
 #include "bindings.h"
 
 namespace py = pybind11;
+using sentry::bindings::fs_list;
+using sentry::bindings::fs_text;
+using sentry::bindings::text;
 
 namespace {
-
-py::str fs_text(const std::string& s) {
-  PyObject* o = PyUnicode_DecodeFSDefaultAndSize(s.data(), static_cast<Py_ssize_t>(s.size()));
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
-
-py::str utf8_text(const std::string& s) {
-  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "strict");
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
-
-py::list fs_list(const std::vector<std::string>& items) {
-  py::list out;
-  for (const auto& s : items) out.append(fs_text(s));
-  return out;
-}
 
 sentry::ListOptions list_options(const std::vector<std::string>& ignore_paths,
                                  const std::optional<std::string>& signature_path,
@@ -42,11 +29,11 @@ sentry::ListOptions list_options(const std::vector<std::string>& ignore_paths,
 py::tuple header_tuple(const sentry::SafetensorsHeader& h) {
   py::list entries;
   for (const auto& e : h.entries) {
-    entries.append(py::make_tuple(utf8_text(e.name), e.dtype, py::tuple(py::cast(e.shape)),
+    entries.append(py::make_tuple(text(e.name), e.dtype, py::tuple(py::cast(e.shape)),
                                   e.offset, e.length));
   }
   py::dict metadata;
-  for (const auto& [k, v] : h.metadata) metadata[utf8_text(k)] = utf8_text(v);
+  for (const auto& [k, v] : h.metadata) metadata[text(k)] = text(v);
   return py::make_tuple(entries, metadata, h.data_start, h.file_size, py::bytes(h.prefix));
 }
 
@@ -98,6 +85,25 @@ void sentry_register_load(py::module_& b) {
       py::arg("model_dir"), py::arg("ignore_paths"), py::arg("signature_path"),
       py::arg("ignore_git_paths"), py::arg("allow_symlinks"));
   b.def(
+      "check_model_files",
+      [](const std::string& model_dir, const std::string& signature_path,
+         const std::vector<std::string>& signed_names, bool shards,
+         const std::vector<std::string>& ignore_paths, bool ignore_git_paths,
+         bool allow_symlinks) {
+        std::vector<std::string> files;
+        {
+          py::gil_scoped_release release;
+          files = sentry::check_model_files(
+              model_dir, signature_path, signed_names, shards,
+              list_options(ignore_paths, std::nullopt, ignore_git_paths, allow_symlinks));
+        }
+        return fs_list(files);
+      },
+      py::arg("model_dir"), py::arg("signature_path"), py::arg("signed_names"), py::arg("shards"),
+      py::arg("ignore_paths"), py::arg("ignore_git_paths"), py::arg("allow_symlinks"),
+      "sentry::check_model_files: the signed files present, in listing order; "
+      "VerificationError listing the missing and unexpected ones.");
+  b.def(
       "read_header",
       [](const std::string& path, std::optional<int> fd) {
         return header_tuple(fd ? sentry::read_safetensors_header_fd(*fd, path)
@@ -132,7 +138,7 @@ void sentry_register_load(py::module_& b) {
                        : sentry::load_verified(model_path, signature_path, trust, o);
         }
         py::list out;
-        for (auto& [name, tensor] : state) out.append(py::make_tuple(utf8_text(name), tensor));
+        for (auto& [name, tensor] : state) out.append(py::make_tuple(text(name), tensor));
         return py::make_tuple(out, fs_list(warnings));
       },
       py::arg("model_path"), py::arg("signature_path"), py::arg("trust"), py::arg("data"),

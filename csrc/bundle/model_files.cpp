@@ -264,4 +264,32 @@ std::vector<std::string> list_model_files(const std::string& model_dir,
   return files;
 }
 
+std::vector<std::string> check_model_files(const std::string& model_dir,
+                                           const std::string& signature_path,
+                                           const std::vector<std::string>& signed_names,
+                                           bool shards, ListOptions options) {
+  options.signature_path = signature_path;
+  const std::vector<std::string> present = list_model_files(model_dir, options);
+  const std::set<std::string> signed_set(signed_names.begin(), signed_names.end());
+  const std::set<std::string> present_set(present.begin(), present.end());
+  std::vector<std::string> missing, unexpected, files;
+  for (const std::string& name : signed_set) {
+    if (!present_set.count(name)) missing.push_back(name);
+  }
+  for (const std::string& f : present) {
+    if (signed_set.count(f)) {
+      files.push_back(f);
+      continue;
+    }
+    struct stat sb;
+    const bool empty = ::stat(model_file_path(model_dir, f).c_str(), &sb) == 0 && sb.st_size == 0;
+    if (!(shards && empty)) unexpected.push_back(f);
+  }
+  if (!missing.empty() || !unexpected.empty()) {
+    throw VerificationError(model_dir + ": the files do not match " + signature_path, {},
+                            std::move(missing), std::move(unexpected));
+  }
+  return files;
+}
+
 }  // namespace sentry

@@ -12,26 +12,8 @@
 
 namespace py = pybind11;
 using namespace sentry::crypto;
-
-namespace {
-
-// A view of a bytes object's buffer; valid while the object lives (bytes are immutable, so it
-// may be read with the GIL released).
-std::string_view view(const py::bytes& b) {
-  char* data = nullptr;
-  Py_ssize_t size = 0;
-  if (PyBytes_AsStringAndSize(b.ptr(), &data, &size) != 0) throw py::error_already_set();
-  return {data, static_cast<std::size_t>(size)};
-}
-
-std::vector<std::string> strings(const std::vector<py::bytes>& items) {
-  std::vector<std::string> out;
-  out.reserve(items.size());
-  for (const auto& b : items) out.emplace_back(view(b));
-  return out;
-}
-
-}  // namespace
+using sentry::bindings::strings;
+using sentry::bindings::view;
 
 void sentry_register_crypto(py::module_& m) {
   py::module_ c = m.def_submodule(

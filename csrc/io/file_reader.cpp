@@ -200,16 +200,11 @@ class Reader {
       const uint64_t offset = b * block_;
       const size_t size = static_cast<size_t>(std::min<uint64_t>(block_, files_[f].size() - offset));
       Slot slot{Block{f, b, offset, buffer, size}, w};
-      lock.unlock();
-      try {
+      const bool read = unlocked(lock, [&] {
         files_[f].read_exact(offset, buffer, size);
         consumer_.on_block(slot.block);
-      } catch (...) {
-        lock.lock();
-        fail(std::current_exception());
-        return;
-      }
-      lock.lock();
+      });
+      if (!read) return;
       if (in_order_) {
         p.waiting.emplace(b, slot);
         run_in_order(f, lock);
@@ -230,15 +225,7 @@ class Reader {
     while (!error_ && !p.waiting.empty() && p.waiting.begin()->first == p.next_in_order) {
       const Slot slot = p.waiting.begin()->second;
       p.waiting.erase(p.waiting.begin());
-      lock.unlock();
-      try {
-        consumer_.on_block_in_order(slot.block);
-      } catch (...) {
-        lock.lock();
-        fail(std::current_exception());
-        break;
-      }
-      lock.lock();
+      if (!unlocked(lock, [&] { consumer_.on_block_in_order(slot.block); })) break;
       ++p.next_in_order;
       release(slot);
       wake_.notify_all();
@@ -257,16 +244,27 @@ class Reader {
     Progress& p = progress_[f];
     if (error_ || p.done || p.released != p.blocks) return;
     p.done = true;
-    lock.unlock();
-    try {
+    unlocked(lock, [&] {
       files_[f].check_unchanged();
       consumer_.on_file_done(f);
+    });
+  }
+
+  // Runs `step` (reading, hashing: slow, and it may throw) with the lock released, and holds
+  // the lock again after it. False when it threw: the error is then recorded for every thread
+  // to stop on.
+  template <typename Step>
+  bool unlocked(std::unique_lock<std::mutex>& lock, Step&& step) {
+    lock.unlock();
+    try {
+      step();
     } catch (...) {
       lock.lock();
       fail(std::current_exception());
-      return;
+      return false;
     }
     lock.lock();
+    return true;
   }
 
   void fail(std::exception_ptr e) {

@@ -95,32 +95,15 @@ NamedTensors load(const std::string& model_path, const std::string& signature_pa
                   const Statement& st, const LoadVerifiedOptions& options) {
   const at::Device device = checked_device(options.device);
   const auto signed_ = signed_files(st, signature_path);
-  // The files present must be the signed ones (an empty file is no resource of the shards
-  // method: the reference cuts it into no shards).
+  // The files present must be the signed ones, nothing missing and nothing else.
+  std::vector<std::string> signed_names;
+  for (const auto& [name, _] : signed_) signed_names.push_back(name);
   ListOptions list;
   list.ignore_paths = options.ignore_paths;
   list.ignore_paths.insert(list.ignore_paths.end(), st.ignore_paths.begin(), st.ignore_paths.end());
-  list.signature_path = signature_path;
   list.allow_symlinks = st.allow_symlinks;
-  const std::vector<std::string> present = list_model_files(model_path, list);
-  const std::set<std::string> present_set(present.begin(), present.end());
-  std::vector<std::string> missing, unexpected, files;
-  for (const auto& [name, _] : signed_) {
-    if (!present_set.count(name)) missing.push_back(name);
-  }
-  for (const std::string& f : present) {
-    if (signed_.count(f)) {
-      files.push_back(f);
-      continue;
-    }
-    struct stat sb;
-    const bool empty = ::stat(model_file_path(model_path, f).c_str(), &sb) == 0 && sb.st_size == 0;
-    if (!(st.method == "shards" && empty)) unexpected.push_back(f);
-  }
-  if (!missing.empty() || !unexpected.empty()) {
-    throw VerificationError(model_path + ": the files do not match " + signature_path, {},
-                            missing, unexpected);
-  }
+  std::vector<std::string> files =
+      check_model_files(model_path, signature_path, signed_names, st.method == "shards", list);
   if (options.files) {
     std::vector<std::string> unknown;
     for (const std::string& f : *options.files) {
@@ -270,7 +253,7 @@ NamedTensors load(const std::string& model_path, const std::string& signature_pa
 
 NamedTensors load_verified(const std::string& model_path, const std::string& signature_path,
                            const Trust& trust, const LoadVerifiedOptions& options) {
-  checked_device(options.device);  // before the bundle is read, as Python's
+  checked_device(options.device);  // before the bundle is read
   const SignedStatement opened = open_bundle(signature_path, trust);
   return load(model_path, signature_path, opened.statement, options);
 }

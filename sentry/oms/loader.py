@@ -28,20 +28,6 @@ PINNED_BYTES = 512 << 20
 _FILE_HASHES = ("sha256", "blake3")
 
 
-def _device(device):
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FormatError(f"device {device}: this torch has no CUDA GPU; use device='cpu'")
-        index = torch.cuda.current_device() if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise FormatError(f"device {device}: there are only {torch.cuda.device_count()} GPUs")
-        return torch.device("cuda", index)
-    if device.type != "cpu":
-        raise FormatError(f"device {device}: load_verified loads to 'cpu' or 'cuda'")
-    return device
-
-
 def signed_files(statement, source):
     """{file: [(start, end, digest hex)] or None (a whole-file digest)} of the statement."""
     if statement.method == "shards":
@@ -57,22 +43,22 @@ def signed_files(statement, source):
 
 def check_file_list(model_path, signature_path, statement, signed, *, ignore_paths=(),
                     ignore_git_paths=True, allow_symlinks=None):
-    """The model's files, as the signature names them, after checking they are the signed ones:
-    VerificationError listing missing and unexpected files otherwise. (An empty file is not a
-    resource of the shards method, as the reference cuts it into no shards.) The keywords are
-    verify_files'."""
+    """The model's files, as the signature names them, after checking they are the signed ones
+    (``signed``: signed_files' keys): VerificationError listing missing and unexpected files
+    otherwise. (An empty file is not a resource of the shards method, as the reference cuts it
+    into no shards.) The keywords are verify_files'. The check is the C++ loader's
+    (sentry::check_model_files)."""
+    from sentry_ops import _C
+
+    from ..formats.bundle import native_errors
+
     allow = statement.allow_symlinks if allow_symlinks is None else allow_symlinks
-    present = model_files.list_files(
-        model_path, ignore_paths=list(ignore_paths) + list(statement.ignore_paths),
-        signature_path=signature_path, ignore_git_paths=ignore_git_paths, allow_symlinks=allow)
-    missing = sorted(set(signed) - set(present))
-    unexpected = [f for f in present if f not in signed
-                  and not (statement.method == "shards"
-                           and os.stat(model_files.file_path(model_path, f)).st_size == 0)]
-    if missing or unexpected:
-        raise VerificationError(f"{model_path}: the files do not match {signature_path}",
-                                missing=missing, unexpected=unexpected)
-    return [f for f in present if f in signed]
+    with native_errors():
+        return _C.bundle.check_model_files(
+            os.fsencode(model_path), os.fsencode(signature_path), [os.fsencode(f) for f in signed],
+            statement.method == "shards",
+            [os.fsencode(p) for p in list(ignore_paths) + list(statement.ignore_paths)],
+            ignore_git_paths, allow)
 
 
 def _ranges(statement, rel, shards, size):
@@ -139,7 +125,7 @@ def load_verified(path, signature, *, public_key=None, certificate_chain=None, i
     from ..formats.bundle import native_errors
     from ..signatures.trust import native_trust, trust_from
 
-    device = _device(device)
+    device = str(torch.device(device))  # sentry::load_verified refuses one it cannot load to
     trust = trust_from(public_key, certificate_chain, identity, identity_provider,
                        trusted_root, trust_config)
     native, data = native_trust(trust, os.fspath(signature))
@@ -147,7 +133,7 @@ def load_verified(path, signature, *, public_key=None, certificate_chain=None, i
         os.fsencode(f) for f in ([file] if isinstance(file, (str, os.PathLike)) else file)]
     with native_errors():
         state, notes = _C.bundle.load_verified(
-            os.fsencode(path), os.fsencode(signature), native, data, str(device), dtype, files,
+            os.fsencode(path), os.fsencode(signature), native, data, device, dtype, files,
             [os.fsencode(p) for p in ignore_paths], threads or 0, block_size or BLOCK_SIZE,
             pinned_bytes or PINNED_BYTES)
     for note in notes:

@@ -1,10 +1,10 @@
-// The model listing and the strict safetensors header reader (sentry/model_files.h), torch-free:
-// the reference tool's listing rules (model_signing 1.1.1, docs/FORMAT.md §7) on directories
-// built here, and hostile safetensors headers (lying offsets, overlaps, holes, duplicate keys,
-// shapes that overflow, a FIFO as the model file), each refused with a message naming the file
-// and tensor. (tests/test_model_files.py checks the same listing against the reference tool
-// itself, and tests/test_safetensors_format.py the header reader against the safetensors
-// package, through the Python shells over this code.)
+// The model listing, its check against the signed files, and the strict safetensors header
+// reader (sentry/model_files.h), torch-free: the reference tool's listing rules (model_signing
+// 1.1.1, docs/FORMAT.md §7) on directories built here, and hostile safetensors headers (lying
+// offsets, overlaps, holes, duplicate keys, shapes that overflow, a FIFO as the model file),
+// each refused with a message naming the file and tensor. (tests/test_model_files.py checks the
+// same listing against the reference tool itself, and tests/test_safetensors_format.py the
+// header reader against the safetensors package, through the Python shells over this code.)
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -172,6 +172,32 @@ TEST(EffectiveIgnorePaths, RelativeAbsoluteOutsideAndTheDirectoryItself) {
   o.ignore_paths = {""};
   EXPECT_NE(refusal([&] { sentry::effective_ignore_paths(m, o); }).find("is not a non-empty path"),
             std::string::npos);
+}
+
+TEST(CheckModelFiles, MissingAndUnexpectedListedEmptyFileNoShard) {
+  TempDir d;
+  const std::string m = d.path + "/m";
+  for (const char* f : {"a.bin", "c/d", "z"}) write(m + "/" + f, "x");
+  write(m + "/empty", "");
+  write(m + "/m.sig", "{}");  // the signature inside the directory: not the model's
+  const std::string sig = m + "/m.sig";
+  const Files signed_names = {"z", "a.bin", "b", "a.bin"};  // any order, repeats allowed
+  ListOptions o;
+  o.ignore_paths = {"c"};
+  try {
+    sentry::check_model_files(m, sig, signed_names, false, o);
+    FAIL() << "no VerificationError";
+  } catch (const sentry::VerificationError& e) {
+    EXPECT_EQ(e.brief, m + ": the files do not match " + sig);
+    EXPECT_EQ(e.missing, Files{"b"});
+    EXPECT_EQ(e.unexpected, Files{"empty"});
+    EXPECT_TRUE(e.changed.empty());
+  }
+  // The shards method cuts an empty file into no shards: it is no extra file.
+  write(m + "/b", "x");
+  EXPECT_EQ(sentry::check_model_files(m, sig, signed_names, true, o), (Files{"a.bin", "b", "z"}));
+  EXPECT_THROW(sentry::check_model_files(m, sig, signed_names, false, o),
+               sentry::VerificationError);
 }
 
 // ---------------------------------------------------------------------------------------------

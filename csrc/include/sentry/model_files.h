@@ -72,6 +72,17 @@ std::vector<std::string> list_model_files(const std::string& model_dir,
 // Where resource `rel` lies on disk ("." is the model itself, a single file).
 std::string model_file_path(const std::string& model_dir, const std::string& rel);
 
+// The model's files a signature signs, in listing order, after checking that the listing
+// (list_model_files with `options`, the signature file ignored) holds exactly `signed_names`
+// (the statement's resources, or the files its shards cut; any order, repeats allowed).
+// Otherwise VerificationError "MODEL: the files do not match SIGNATURE" with the missing files
+// (sorted) and the unexpected ones (in listing order). With `shards` (the reference's shards
+// method) an empty file is not unexpected: the reference cuts it into no shards.
+std::vector<std::string> check_model_files(const std::string& model_dir,
+                                           const std::string& signature_path,
+                                           const std::vector<std::string>& signed_names,
+                                           bool shards, ListOptions options);
+
 // ---------------------------------------------------------------------------------------------
 // safetensors headers: an unsigned 64-bit little-endian length N, N bytes of JSON, then the
 // data region, which the tensors must tile exactly (no overlap, no hole, nothing after the last
