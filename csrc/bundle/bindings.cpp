@@ -14,6 +14,7 @@
 
 #include "../crypto/bindings.h"
 #include "../include/sentry/sentry.h"
+#include "../ops/verify_model.h"
 #include "statement.h"
 
 namespace py = pybind11;
@@ -140,12 +141,22 @@ py::tuple signed_tuple(sentry::SignedStatement&& s) {
                         timings_dict(s.timings_ms));
 }
 
-sentry::NamedTensors named(const std::vector<std::string>& names,
-                           const std::vector<at::Tensor>& tensors) {
-  if (names.size() != tensors.size()) throw std::invalid_argument("names and tensors differ in length");
+// Names and tensors from Python sequences (TypeError naming the entry that is neither).
+sentry::NamedTensors named(const py::sequence& names, const py::sequence& tensors) {
+  const std::size_t count = py::len(names);
+  if (count != py::len(tensors)) throw std::invalid_argument("names and tensors differ in length");
   sentry::NamedTensors out;
-  out.reserve(names.size());
-  for (std::size_t i = 0; i < names.size(); ++i) out.emplace_back(names[i], tensors[i]);
+  out.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const py::object name = names[i], tensor = tensors[i];
+    if (!py::isinstance<py::str>(name)) {
+      throw py::type_error("names[" + std::to_string(i) + "] is not a str");
+    }
+    if (!THPVariable_Check(tensor.ptr())) {
+      throw py::type_error("tensors[" + std::to_string(i) + "] is not a torch.Tensor");
+    }
+    out.emplace_back(name.cast<std::string>(), THPVariable_Unpack(tensor.ptr()));
+  }
   return out;
 }
 
@@ -261,33 +272,38 @@ void sentry_register_bundle(py::module_& m) {
         return signed_tuple(std::move(*s));
       },
       py::arg("data"), py::arg("source"), py::arg("trust"));
+  // Both start opening the bundle (on a background thread) before converting the tensors.
   b.def(
       "verify_model",
-      [](const std::vector<std::string>& names, const std::vector<at::Tensor>& tensors,
-         const std::string& path, const sentry::Trust& trust, const Files& files) {
+      [](const py::sequence& names, const py::sequence& tensors, const std::string& path,
+         const sentry::Trust& trust, const Files& files) {
+        sentry::Task<sentry::OpenedBundle> opening(sentry::bundle_file_opener(path, trust));
         const sentry::NamedTensors state = named(names, tensors);
         std::optional<sentry::VerifiedModel> v;
         {
           py::gil_scoped_release release;
-          v.emplace(sentry::verify_model(state, path, trust, files));
+          v.emplace(sentry::verify_model_opening(state, path, files, opening));
         }
         return verified_dict(*v);
       },
       py::arg("names"), py::arg("tensors"), py::arg("path"), py::arg("trust"),
       py::arg("files") = py::none());
+  b.def("set_background_threads", &sentry::set_background_threads, py::arg("threads"),
+        "Threads for the host steps that overlap (sentry::set_background_threads); 0: none.");
+  b.def("background_threads", &sentry::background_threads);
   b.def("clear_bundle_memo", &sentry::clear_bundle_memo,
         "Forgets the bundles verify_model remembers (sentry::open_bundle_memoised).");
   b.def(
       "verify_model_data",
-      [](const std::vector<std::string>& names, const std::vector<at::Tensor>& tensors,
-         const py::bytes& data, const std::string& source, const sentry::Trust& trust,
-         const Files& files) {
+      [](const py::sequence& names, const py::sequence& tensors, const py::bytes& data,
+         const std::string& source, const sentry::Trust& trust, const Files& files) {
+        sentry::Task<sentry::OpenedBundle> opening(
+            sentry::bundle_data_opener(view(data), source, trust));
         const sentry::NamedTensors state = named(names, tensors);
-        std::string_view d = view(data);
         std::optional<sentry::VerifiedModel> v;
         {
           py::gil_scoped_release release;
-          v.emplace(sentry::verify_model_data(state, d, source, trust, files));
+          v.emplace(sentry::verify_model_opening(state, source, files, opening));
         }
         return verified_dict(*v);
       },

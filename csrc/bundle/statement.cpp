@@ -7,7 +7,10 @@
 // OMS spec write) or in the reference tool's path-component order, nothing else.
 #include "statement.h"
 
+#include "background.h"
+
 #include <algorithm>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -18,6 +21,11 @@ using json::Field;
 namespace {
 
 const char* const kMethods = "['files', 'tensors', 'shards']";
+
+// Work split over background threads only for documents this large: a handoff costs more than
+// reading a small one.
+constexpr std::size_t kSplitEntries = 256;               // tensor entries
+constexpr std::size_t kConcurrentDuplicateWalk = 64 << 10;  // statement bytes
 
 // Python's repr() of a list of strings: ['a', 'b'].
 std::string repr_list(const std::vector<std::string_view>& items) {
@@ -224,6 +232,32 @@ void read_serialization(const json::Reader& reader, json::element value, const F
   if (sharded) out.shard_size = shards::read_size(reader, *m[3], field.key("shard_size"));
 }
 
+// Whether names seen so far are unique, cheaply while they come in increasing order.
+class UniqueNames {
+ public:
+  // False when `name` was inserted before. Views must outlive this object.
+  bool insert(std::string_view name) {
+    if (set_.empty()) {
+      if (count_ == 0 || last_ < name) {
+        last_ = name;
+        seen_.push_back(name);
+        ++count_;
+        return true;
+      }
+      set_.insert(seen_.begin(), seen_.end());
+      seen_.clear();
+    }
+    ++count_;
+    return set_.insert(name).second;
+  }
+
+ private:
+  std::size_t count_ = 0;
+  std::string_view last_;
+  std::vector<std::string_view> seen_;  // until the order breaks
+  std::unordered_set<std::string_view> set_;
+};
+
 void read_resources(const json::Reader& reader, json::element value, const Field& field,
                     Statement& out) {
   const json::array items = reader.as_array(value, field);
@@ -236,8 +270,9 @@ void read_resources(const json::Reader& reader, json::element value, const Field
   if (sharded) shard_names.reserve(items.size());
   const std::size_t count = items.size();
   out.resources.reserve(count);
-  std::unordered_set<std::string_view> seen;
-  seen.reserve(count);
+  // Names in strictly increasing code-point order (how Sentry and OMS list them) are unique;
+  // a set is built only once that order breaks.
+  UniqueNames seen;
   std::vector<std::string_view> names;
   names.reserve(count);
   std::size_t i = 0;
@@ -256,7 +291,7 @@ void read_resources(const json::Reader& reader, json::element value, const Field
     } else if (name.empty()) {
       reader.fail(nf, "empty name");
     }
-    if (!seen.insert(name).second) reader.fail(nf, "duplicate resource " + json::repr(name));
+    if (!seen.insert(name)) reader.fail(nf, "duplicate resource " + json::repr(name));
     const Field af = rf.key("algorithm");
     const std::string_view algorithm = reader.as_text(*m[1], af);
     if (algorithm != expected_algorithm) {
@@ -309,9 +344,27 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
   return out + "]";
 }
 
+// What entries are checked against: the resources' names (a set only for method "files", the
+// one that needs it) and whether the model is a single file, its resource named ".". Read-only
+// once made, so both halves of the entries share it.
+class SignedNames {
+ public:
+  SignedNames(const std::vector<Resource>& resources, bool needed) {
+    for (const Resource& r : resources) {
+      single_file_ = single_file_ || r.name == ".";
+      if (needed) set_.insert(r.name);
+    }
+  }
+  bool single_file() const { return single_file_; }
+  bool contains(std::string_view name) const { return set_.count(name) != 0; }
+
+ private:
+  bool single_file_ = false;
+  std::unordered_set<std::string_view> set_;
+};
+
 void read_tensor_entry(const json::Reader& reader, json::element item, const Field& ef,
-                       const Statement& st,
-                       const std::unordered_set<std::string_view>& signed_files, TensorEntry& e) {
+                       const Statement& st, const SignedNames& signed_files, TensorEntry& e) {
   static constexpr std::array<std::string_view, 7> kKeys{"name",   "dtype", "shape", "digest",
                                                          "file",   "offset", "length"};
   const auto m = json::members(reader, reader.as_object(item, ef), kKeys, 4, ef);
@@ -341,7 +394,8 @@ void read_tensor_entry(const json::Reader& reader, json::element item, const Fie
   if (present == 3) {
     e.has_location = true;
     const Field ff = ef.key("file");
-    if (m[4]->is_string() && m[4]->get_string().value_unsafe() == "." && signed_files.count(".")) {
+    if (m[4]->is_string() && m[4]->get_string().value_unsafe() == "." &&
+        signed_files.single_file()) {
       e.file = ".";  // a single-file model
     } else {
       e.file = std::string(reader.as_relative_path(*m[4], ff));
@@ -365,13 +419,14 @@ void read_tensor_entry(const json::Reader& reader, json::element item, const Fie
     if (!e.has_location) {
       reader.fail(ef, "method 'files' needs the tensor's 'file', 'offset', 'length'");
     }
-    if (!signed_files.count(e.file)) {
+    if (!signed_files.contains(e.file)) {
       reader.fail(ef.key("file"), json::repr(e.file) + " is not a signed resource");
     }
   }
 }
 
 }  // namespace
+
 
 // Method "files": entries name their file, a name unique in its file. Method "tensors": the
 // entries are the resources. Otherwise (a weight manifest's listing, no method): names unique.
@@ -388,15 +443,29 @@ void read_tensors(const json::Reader& reader, json::element value, const Field& 
   }
   const Field lf = field.key("entries");
   const json::array entries = reader.as_array(*m[1], lf);
-  std::unordered_set<std::string_view> signed_files;
-  for (const Resource& r : out.resources) signed_files.insert(r.name);
-  out.tensors.resize(entries.size());
-  std::size_t i = 0;
-  for (json::element item : entries) {
-    const Field ef = lf.index(i);
-    read_tensor_entry(reader, item, ef, out, signed_files, out.tensors[i]);
-    ++i;
+  const SignedNames signed_files(out.resources, out.method == "files");
+  const std::size_t count = entries.size();
+  out.tensors.resize(count);
+  auto read_range = [&](json::array::iterator it, std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i, ++it) {
+      const Field ef = lf.index(i);
+      read_tensor_entry(reader, *it, ef, out, signed_files, out.tensors[i]);
+    }
+  };
+  // A long listing is read in two halves at once (the entries were a third of the parse). The
+  // first half's error is reported first: the one a reading in order would meet first.
+  const std::size_t half = count >= kSplitEntries ? count / 2 : count;
+  json::array::iterator middle = entries.begin();
+  for (std::size_t i = 0; i < half; ++i) ++middle;
+  std::optional<Task<bool>> second_half;
+  if (half < count) {
+    second_half.emplace([&] {
+      read_range(middle, half, count);
+      return true;
+    });
   }
+  read_range(entries.begin(), 0, half);
+  if (second_half) second_half->get();
   // Order and uniqueness by (name, file): two files of a model may hold the same names (file is
   // empty for an entry without one). Method tensors names tensors only: a name is its resource.
   const bool per_file = out.method == "files";
@@ -504,11 +573,11 @@ StatementSubject check_statement_envelope(const json::Reader& reader, json::obje
   return out;
 }
 
-Statement parse_statement(std::string_view payload, const std::string& source) {
-  const json::Reader reader(source);
-  json::SiteParser<struct StatementSite> parser(payload.size());
+namespace {
+
+Statement read_statement(const json::Reader& reader, json::element value) {
   const Field root = Field::root("statement");
-  const json::object doc = reader.as_object(reader.parse(parser.get(), payload, "statement"), root);
+  const json::object doc = reader.as_object(value, root);
   json::element predicate_type;
   if (doc.at_key("predicateType").get(predicate_type) == simdjson::SUCCESS &&
       predicate_type.is_string() && predicate_type.get_string().value_unsafe() == kV02PredicateType) {
@@ -543,6 +612,32 @@ Statement parse_statement(std::string_view payload, const std::string& source) {
   } else if (out.method == "tensors") {
     reader.fail(tf, "missing (required for method 'tensors')");
   }
+  return out;
+}
+
+}  // namespace
+
+// Duplicate keys are looked for on a background thread while the fields are read (the walk was
+// a seventh of the parse), and reported first, as when the walk came first.
+Statement parse_statement(std::string_view payload, const std::string& source) {
+  const json::Reader reader(source);
+  json::SiteParser<struct StatementSite> parser(payload.size());
+  if (payload.size() < kConcurrentDuplicateWalk) {
+    return read_statement(reader, reader.parse(parser.get(), payload, "statement"));
+  }
+  const json::element root = reader.parse_allowing_duplicates(parser.get(), payload, "statement");
+  Task<bool> duplicates([&] {
+    reader.refuse_duplicate_keys(root, "statement");
+    return true;
+  });
+  Statement out;
+  try {
+    out = read_statement(reader, root);
+  } catch (const FormatError&) {
+    duplicates.get();  // a duplicate key, if any, is the error reported
+    throw;
+  }
+  duplicates.get();
   return out;
 }
 

@@ -140,8 +140,11 @@ void refuse_duplicate_keys(const Reader& reader, element value, const Field& fie
   std::vector<std::string_view> many;
   for (auto member : obj) {
     if (n < kSmall) {
+      const std::string_view key = member.key;
       for (std::size_t j = 0; j < n; ++j) {
-        if (small[j] == member.key) {
+        // Length and first byte first: a memcmp call per pair cost more than the rest.
+        if (small[j].size() == key.size() && (key.empty() || small[j][0] == key[0]) &&
+            small[j] == key) {
           reader.fail(field, "duplicate key " + repr(member.key) + " in a JSON object");
         }
       }
@@ -241,12 +244,20 @@ class Diagnosis {
 
 element Reader::parse(simdjson::dom::parser& parser, std::string_view data,
                       std::string_view what) const {
+  const element root = parse_allowing_duplicates(parser, data, what);
+  refuse_duplicate_keys(root, what);
+  return root;
+}
+
+void Reader::refuse_duplicate_keys(element root, std::string_view what) const {
+  json::refuse_duplicate_keys(*this, root, Field::root(what));
+}
+
+element Reader::parse_allowing_duplicates(simdjson::dom::parser& parser, std::string_view data,
+                                          std::string_view what) const {
   element root;
   const simdjson::error_code error = parser.parse(data.data(), data.size()).get(root);
-  if (error == simdjson::SUCCESS) {
-    refuse_duplicate_keys(*this, root, Field::root(what));
-    return root;
-  }
+  if (error == simdjson::SUCCESS) return root;
   if (error == simdjson::UTF8_ERROR) fail(std::string(what) + " is not UTF-8");
   if (error == simdjson::STRING_ERROR || error == simdjson::NUMBER_ERROR ||
       error == simdjson::TAPE_ERROR ||

@@ -61,6 +61,11 @@ class Reader {
   // Parses `data` strictly; `what` names the document in messages ("statement", "bundle JSON").
   // The parser owns the result; it stays valid until the parser parses again.
   element parse(simdjson::dom::parser& parser, std::string_view data, std::string_view what) const;
+  // parse() in two steps, for a caller that looks for duplicate keys on another thread while it
+  // reads the document: every error but a duplicate key, then the duplicate keys.
+  element parse_allowing_duplicates(simdjson::dom::parser& parser, std::string_view data,
+                                    std::string_view what) const;
+  void refuse_duplicate_keys(element root, std::string_view what) const;
 
   [[noreturn]] void fail(const Field& field, std::string_view problem) const;
   [[noreturn]] void fail(std::string_view problem) const;
@@ -125,7 +130,13 @@ Members<N> members(const Reader& reader, object obj, const std::array<std::strin
   bool unknown = false;
   for (auto member : obj) {
     std::size_t i = 0;
-    while (i < N && keys[i] != member.key) ++i;
+    // Length and first byte first: most keys differ in one of them (a memcmp call per pair
+    // was 4% of a statement's parse).
+    const std::string_view key = member.key;
+    while (i < N && !(keys[i].size() == key.size() && !key.empty() && keys[i][0] == key[0] &&
+                      keys[i] == key)) {
+      ++i;
+    }
     if (i < N) {
       out.values[i] = member.value;
     } else {

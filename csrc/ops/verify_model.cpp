@@ -1,11 +1,11 @@
 // sentry::verify_model (include/sentry/sentry.h): tensors against a signature bundle's tensor
-// listing, with the GPU hashing while the host reads the bundle, checks its signature and parses
-// the statement. Only digests go to the device and one flag per tensor comes back.
+// listing, with the GPU hashing while background threads read the bundle, check its signature and
+// parse the statement. Only digests go to the device and one flag per tensor comes back.
 #include <algorithm>
 #include <chrono>
 #include <functional>
 
-#include "../include/sentry/sentry.h"
+#include "verify_model.h"
 
 namespace sentry {
 
@@ -73,9 +73,11 @@ std::vector<std::pair<at::Device, std::vector<std::size_t>>> by_device(
   return out;
 }
 
-VerifiedModel verify(const NamedTensors& state, const std::string& source,
-                     const std::optional<std::vector<std::string>>& files,
-                     const std::function<OpenedBundle()>& open) {
+}  // namespace
+
+VerifiedModel verify_model_opening(const NamedTensors& state, const std::string& source,
+                                   const std::optional<std::vector<std::string>>& files,
+                                   Task<OpenedBundle>& opening) {
   auto t0 = Clock::now();
   // Name order: the order of the statement's entries (code-point order = UTF-8 byte order).
   std::vector<std::size_t> order(state.size());
@@ -105,9 +107,7 @@ VerifiedModel verify(const NamedTensors& state, const std::string& source,
   }
   const double launch_ms = ms_since(t0);
 
-  // On this thread: opening the bundle on another one while the hashes launch was measured
-  // slower on the H200 host (each step 1.5-2x slower there, the total worse), not faster.
-  const OpenedBundle opened = open();
+  const OpenedBundle opened = opening.get();
   const Statement& st = opened.opened->statement;
 
   t0 = Clock::now();
@@ -198,26 +198,36 @@ VerifiedModel verify(const NamedTensors& state, const std::string& source,
   return out;
 }
 
-}  // namespace
+std::function<OpenedBundle()> bundle_file_opener(const std::string& path, const Trust& trust) {
+  return [&path, &trust] {
+    const auto t0 = Clock::now();
+    const std::string data = read_bundle_file(path);
+    const double read_ms = ms_since(t0);
+    OpenedBundle out = open_bundle_memoised(data, path, trust);
+    out.timings_ms.insert(out.timings_ms.begin(), {"read file", read_ms});
+    return out;
+  };
+}
 
+std::function<OpenedBundle()> bundle_data_opener(std::string_view data, const std::string& source,
+                                                 const Trust& trust) {
+  return [data, &source, &trust] { return open_bundle_memoised(data, source, trust); };
+}
+
+// The bundle is read, checked and parsed on a background thread while this one launches the GPU
+// hash: both are host work of a fraction of a millisecond for a model of a thousand tensors.
 VerifiedModel verify_model(const NamedTensors& tensors, const std::string& signature_path,
                            const Trust& trust,
                            const std::optional<std::vector<std::string>>& files) {
-  return verify(tensors, signature_path, files, [&] {
-    const auto t0 = Clock::now();
-    const std::string data = read_bundle_file(signature_path);
-    const double read_ms = ms_since(t0);
-    OpenedBundle out = open_bundle_memoised(data, signature_path, trust);
-    out.timings_ms.insert(out.timings_ms.begin(), {"read file", read_ms});
-    return out;
-  });
+  Task<OpenedBundle> opening(bundle_file_opener(signature_path, trust));
+  return verify_model_opening(tensors, signature_path, files, opening);
 }
 
 VerifiedModel verify_model_data(const NamedTensors& tensors, std::string_view bundle_data,
                                 const std::string& source, const Trust& trust,
                                 const std::optional<std::vector<std::string>>& files) {
-  return verify(tensors, source, files,
-                [&] { return open_bundle_memoised(bundle_data, source, trust); });
+  Task<OpenedBundle> opening(bundle_data_opener(bundle_data, source, trust));
+  return verify_model_opening(tensors, source, files, opening);
 }
 
 }  // namespace sentry

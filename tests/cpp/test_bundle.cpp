@@ -6,12 +6,20 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "../../csrc/bundle/background.h"
 #include "sentry/bundle.h"
 
 namespace {
@@ -199,11 +207,27 @@ TEST(SignedHere, AnotherKeyNamesBothHints) {
   }
 }
 
-TEST(SignedHere, UnsignedStatementIsNeverParsed) {
-  // A malformed statement with a bad signature is a signature failure, not a parse error.
+TEST(SignedHere, UnsignedStatementIsNeverReported) {
+  // The statement is parsed while the signature is checked; with a bad signature the error is the
+  // signature's, whether the statement parses or not, with background threads or without.
   const Signer signer, other;
-  EXPECT_THROW(sentry::open_bundle_data(signer.sign("{not json"), "t.sig", other.trust()),
-               VerificationError);
+  for (int threads : {3, 0}) {
+    sentry::set_background_threads(threads);
+    for (const std::string& statement : {std::string("{not json"), tensor_statement()}) {
+      try {
+        sentry::open_bundle_data(signer.sign(statement), "t.sig", other.trust());
+        FAIL() << "verified with another key";
+      } catch (const VerificationError& e) {
+        EXPECT_NE(std::string(e.what()).find("does not verify with this key"), std::string::npos);
+      }
+    }
+    // Signed by the right key, the malformed statement's own error is reported.
+    EXPECT_NE(format_error([&] {
+                sentry::open_bundle_data(signer.sign("{not json"), "t.sig", signer.trust());
+              }).find("t.sig: "),
+              std::string::npos);
+  }
+  sentry::set_background_threads(3);
 }
 
 TEST(SignedHere, KeylessTrustNeedsTheVerifiedPayload) {
@@ -601,6 +625,173 @@ TEST(V02, PaeIsPythonsBytesRepr) {
   EXPECT_EQ(sentry::v02_pae(std::string("a\\\t\r\n\0\x7f\xff", 8)),
             prefix + "8 b'a\\\\\\t\\r\\n\\x00\\x7f\\xff'");
   EXPECT_EQ(sentry::v02_pae(""), prefix + "0 b''");
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// background tasks (csrc/bundle/background.h)
+
+TEST(Background, ResultsAndErrorsComeBack) {
+  for (int threads : {3, 0}) {
+    sentry::set_background_threads(threads);
+    sentry::Task<int> six([] { return 6; });
+    sentry::Task<int> bad([]() -> int { throw FormatError("x.sig: bad"); });
+    EXPECT_EQ(six.get(), 6);
+    EXPECT_THROW(bad.get(), FormatError);
+  }
+  sentry::set_background_threads(3);
+}
+
+TEST(Background, WorkRunsBesideTheCallerOrOnItWithNoThreads) {
+  const auto caller = std::this_thread::get_id();
+  sentry::set_background_threads(3);
+  std::atomic<bool> started{false};
+  sentry::Task<std::thread::id> where([&] {
+    started = true;
+    return std::this_thread::get_id();
+  });
+  // A worker takes it up while this thread waits (get() would otherwise run it here).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!started && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  EXPECT_NE(where.get(), caller);
+  sentry::set_background_threads(0);
+  sentry::Task<std::thread::id> here([] { return std::this_thread::get_id(); });
+  EXPECT_EQ(here.get(), caller);
+  EXPECT_EQ(sentry::background_threads(), 0);
+  sentry::set_background_threads(3);
+}
+
+TEST(Background, TasksOfTasksNeverWaitForAThread) {
+  // One worker, busy with a task that waits for another: the waiter runs the inner one itself.
+  sentry::set_background_threads(1);
+  std::atomic<bool> started{false};
+  sentry::Task<int> outer([&] {
+    started = true;
+    sentry::Task<int> inner([] { return 20; });
+    sentry::Task<int> inner2([] { return 22; });
+    return inner.get() + inner2.get();
+  });
+  while (!started) std::this_thread::yield();  // the only worker is the one running `outer`
+  EXPECT_EQ(outer.get(), 42);
+  sentry::set_background_threads(3);
+}
+
+TEST(Background, AnAbandonedTaskIsWaitedForOrCancelled) {
+  std::atomic<int> runs{0};
+  {
+    sentry::Task<int> never_asked([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      return ++runs;
+    });
+  }  // its destructor returned: the work either ran to its end or will never run
+  const int after = runs.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(runs.load(), after);
+  EXPECT_LE(after, 1);
+}
+
+TEST(Background, AForkedChildGetsThreadsOfItsOwn) {
+  // The parent's workers are not in the child: it must make its own, not wait on theirs.
+  sentry::set_background_threads(3);
+  sentry::Task<int> warm([] { return 1; });
+  ASSERT_EQ(warm.get(), 1);
+  const Signer signer;
+  const std::string data = signer.sign(tensor_statement());
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(20);  // a hang fails the test instead of stalling it
+    std::atomic<bool> started{false};
+    sentry::Task<int> t([&] {
+      started = true;
+      return 7;
+    });
+    while (!started) std::this_thread::yield();
+    const auto s = sentry::open_bundle_data(data, "t.sig", signer.trust());
+    _exit(t.get() == 7 && s.statement.tensors.size() == 2 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+
+// A statement of `count` tensors t0000, t0001, ... (shape [i], digest i in hex) whose entry i
+// can be rewritten by `edit` (its JSON text in, out): large enough to be read in two halves.
+std::string large_statement(std::size_t count,
+                            const std::function<std::string(std::size_t, std::string)>& edit) {
+  std::string resources, entries, raw;
+  for (std::size_t i = 0; i < count; ++i) {
+    char name[16], digest[65];
+    std::snprintf(name, sizeof name, "t%04zu", i);
+    std::snprintf(digest, sizeof digest, "%064zx", i);
+    for (std::size_t b = 0; b < 32; ++b) raw += static_cast<char>(std::stoi(std::string(digest + 2 * b, 2), nullptr, 16));
+    resources += std::string(i ? ", " : "") + R"({"algorithm": "blake3", "digest": ")" + digest +
+                 R"(", "name": ")" + name + R"("})";
+    const std::string entry = R"({"digest": ")" + std::string(digest) +
+                              R"(", "dtype": "F32", "name": ")" + name + R"(", "shape": [)" +
+                              std::to_string(i) + "]}";
+    entries += std::string(i ? ",\n" : "") + edit(i, entry);
+  }
+  return R"({"_type": "https://in-toto.io/Statement/v1", "subject": [{"name": "m", "digest": {"sha256": ")" +
+         sentry::crypto::sha256_hex(raw) +
+         R"("}}], "predicateType": "https://model_signing/signature/v1.0", "predicate": {"resources": [)" +
+         resources +
+         R"(], "serialization": {"allow_symlinks": false, "hash_type": "blake3", "method": "tensors"},
+         "tensors": {"hash_type": "blake3", "entries": [)" + entries + "]}}}";
+}
+
+std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  const std::size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return text.replace(at, from.size(), to);
+}
+
+TEST(Background, ALargeStatementReadsTheSameOnAnyNumberOfThreads) {
+  const auto unchanged = [](std::size_t, std::string entry) { return entry; };
+  const std::string statement = large_statement(1000, unchanged);
+  ASSERT_GT(statement.size(), std::size_t(64) << 10);  // past the concurrent paths' thresholds
+  for (int threads : {3, 0, 1}) {
+    sentry::set_background_threads(threads);
+    const sentry::Statement st = sentry::parse_statement(statement, "m.sig");
+    ASSERT_EQ(st.tensors.size(), 1000u);
+    for (std::size_t i = 0; i < 1000; ++i) {
+      char name[16];
+      std::snprintf(name, sizeof name, "t%04zu", i);
+      ASSERT_EQ(st.tensors[i].name, name);
+      ASSERT_EQ(st.tensors[i].shape, std::vector<std::int64_t>{static_cast<std::int64_t>(i)});
+      ASSERT_EQ(st.tensors[i].digest[31], static_cast<std::uint8_t>(i & 0xFF));
+      ASSERT_EQ(st.resources[i].name, name);
+    }
+  }
+  sentry::set_background_threads(3);
+}
+
+TEST(Background, ALargeStatementReportsTheErrorAReadingInOrderMeetsFirst) {
+  // Errors in both halves of the entries: the first half's.
+  const auto two_bad_dtypes = [](std::size_t i, std::string entry) {
+    return i == 100 || i == 900 ? replaced(entry, "\"F32\"", "\"F31\"") : entry;
+  };
+  // A duplicate key late in the document and a bad entry early: the duplicate key, as when
+  // duplicates were looked for before any field was read.
+  const auto late_duplicate = [](std::size_t i, std::string entry) {
+    if (i == 10) return replaced(entry, "\"F32\"", "\"F31\"");
+    if (i == 990) return replaced(entry, "\"dtype\": \"F32\"", "\"dtype\": \"F32\", \"dtype\": \"F32\"");
+    return entry;
+  };
+  for (int threads : {3, 0}) {
+    sentry::set_background_threads(threads);
+    const std::string first = format_error([&] {
+      sentry::parse_statement(large_statement(1000, two_bad_dtypes), "m.sig");
+    });
+    EXPECT_EQ(first, "m.sig: predicate.tensors.entries[100].dtype: unknown safetensors dtype 'F31'");
+    const std::string duplicate = format_error([&] {
+      sentry::parse_statement(large_statement(1000, late_duplicate), "m.sig");
+    });
+    EXPECT_EQ(duplicate, "m.sig: predicate.tensors.entries[990]: duplicate key 'dtype' in a JSON object");
+  }
+  sentry::set_background_threads(3);
 }
 
 }  // namespace

@@ -219,12 +219,15 @@ struct SignedStatement {
   Bundle bundle;
   Statement statement;
   crypto::PublicKey key;
-  // Milliseconds spent: "read bundle", "check signature", "parse statement".
+  // Milliseconds spent: "read bundle", "check signature", "parse statement" (the last two run
+  // at the same time, on two threads: see set_background_threads).
   std::vector<std::pair<std::string, double>> timings_ms;
 };
 
 // Reads the bundle file, checks its signature with `trust` (VerificationError when it does not
-// verify), then parses the statement. Nothing of the statement is used before the check.
+// verify) and parses the statement, on a background thread while the signature is checked.
+// Nothing of the statement is used, and no error of its parse is reported, unless the signature
+// verified.
 SignedStatement open_bundle(const std::string& path, const Trust& trust);
 // The same over bundle bytes already read; `source` names them in messages.
 SignedStatement open_bundle_data(std::string_view data, const std::string& source,
@@ -242,8 +245,17 @@ struct OpenedBundle {
 OpenedBundle open_bundle_memoised(std::string_view data, const std::string& source,
                                   const Trust& trust);
 inline constexpr std::uint64_t kBundleMemoBytes = 64ull * 1024 * 1024;
+
 // Forgets every memoised bundle (benchmarks measure a first open with it).
 void clear_bundle_memo();
+
+// Threads kept for the host steps that overlap (opening a bundle while the GPU hash launches,
+// parsing a statement while its signature is checked, reading a large statement's entries in two
+// halves), made on first use: 3 by default, at most one fewer than the cores. 0 runs every step
+// in order on the calling thread. Whatever the number, errors are the ones an in-order reading
+// reports (a statement's only if its signature verified).
+void set_background_threads(int threads);
+int background_threads();
 
 // What model_signing v0.2.0's key and certificate signers signed instead of the DSSE PAE:
 // "DSSEV1 <len type> <type> <len payload> " followed by Python's repr() of the payload bytes.
