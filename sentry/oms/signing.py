@@ -45,7 +45,7 @@ class Verified:
     identity_provider: str = None
 
 
-def _state_dict(model_or_state_dict):
+def _state_dict(model_or_state_dict, check_entries=True):
     if isinstance(model_or_state_dict, torch.nn.Module):
         state = model_or_state_dict.state_dict()
     elif isinstance(model_or_state_dict, dict):
@@ -53,12 +53,17 @@ def _state_dict(model_or_state_dict):
     else:
         raise FormatError(
             f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}")
+    if check_entries:
+        _check_entries(state)
+    return state
+
+
+def _check_entries(state):
     for name, value in state.items():
         if not isinstance(name, str):
             raise FormatError(f"state dict key {name!r} is not a string")
         if not isinstance(value, torch.Tensor):
             raise FormatError(f"state dict entry '{name}' is a {type(value).__name__}, not a tensor")
-    return state
 
 
 def _digests_by_device(names, state, algorithm):
@@ -164,9 +169,11 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     trusted_root (a Sigstore trusted_root.json) or trust_config (a client trust config).
 
     The work is C++ (sentry::verify_model): CUDA tensors start hashing, one call per device,
-    before the bundle is read, its signature checked and its statement parsed on the host.
+    while background threads read the bundle, check its signature and parse its statement.
     """
-    state = _state_dict(model_or_state_dict)
+    # The binding checks every key and value as it converts them (a TypeError); only then are
+    # they looked at here, for the error that names the entry.
+    state = _state_dict(model_or_state_dict, check_entries=False)
     trust = trust_from(public_key, certificate_chain, identity, identity_provider,
                        trusted_root, trust_config)
     path = os.fspath(signature_path)
@@ -174,10 +181,14 @@ def verify_model(model_or_state_dict, signature_path, *, public_key=None, certif
     names, tensors = list(state), list(state.values())
     files = _file_list(file)
     with bundle_format.native_errors():
-        if data is None:
-            v = _native.verify_model(names, tensors, path, native, files)
-        else:
-            v = _native.verify_model_data(names, tensors, data, path, native, files)
+        try:
+            if data is None:
+                v = _native.verify_model(names, tensors, path, native, files)
+            else:
+                v = _native.verify_model_data(names, tensors, data, path, native, files)
+        except TypeError:
+            _check_entries(state)
+            raise
     return Verified(v["model_name"], v["method"], v["hash_type"], v["names"], v["key_hint"],
                     v["timings_ms"], **signer_keywords(trust))
 
