@@ -2,13 +2,14 @@
 #include "background.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <system_error>
 #include <thread>
-#include <vector>
 
 namespace sentry {
 
@@ -16,11 +17,15 @@ namespace background {
 
 namespace {
 
-// Waking a sleeping thread took 0.3-0.5 ms on the H200 machine (a virtual machine), as long as
-// the steps handed to it. So every worker wakes when work arrives, and a worker spins this long
+// Waking a sleeping thread took 0.3-1 ms on the H200 machine (a virtual machine), as long as the
+// steps handed to it. So every worker wakes when work arrives, and a worker spins this long
 // after its last work before it sleeps again, to be awake for the next step of the same call; a
 // thread waiting for a task spins as long before it sleeps.
 constexpr auto kSpin = std::chrono::milliseconds(1);
+
+// The call of the job this thread runs (0: none; a task made then starts a new call).
+thread_local std::uint64_t running_call = 0;
+std::atomic<std::uint64_t> calls{0};
 
 struct Pool {
   std::mutex mutex;
@@ -29,9 +34,19 @@ struct Pool {
   std::atomic<std::size_t> queued{0};  // queue.size(), read without the lock while spinning
   std::uint64_t pushes = 0;            // jobs ever queued: a change wakes every worker
   bool retired = false;                // replaced: its threads end once its queue is empty
+  int threads = 0;                     // started (fewer than asked when the system refused)
 
-  explicit Pool(int threads) {
-    for (int i = 0; i < threads; ++i) std::thread([this] { serve(); }).detach();
+  // Never freed (its threads are detached), so a thread that fails to start leaves nothing
+  // dangling; with none started, jobs run on their callers.
+  explicit Pool(int wanted) {
+    for (int i = 0; i < wanted; ++i) {
+      try {
+        std::thread([this] { serve(); }).detach();
+        ++threads;
+      } catch (const std::system_error&) {
+        break;
+      }
+    }
   }
 
   void push(std::shared_ptr<Job> job) {
@@ -67,15 +82,18 @@ struct Pool {
     }
   }
 
-  // A queued job, if there is one, without waiting.
-  std::shared_ptr<Job> try_next() {
+  // A queued job of `call`, if there is one, without waiting.
+  std::shared_ptr<Job> try_next(std::uint64_t call) {
     if (queued.load() == 0) return nullptr;
     std::lock_guard<std::mutex> lock(mutex);
-    if (queue.empty()) return nullptr;
-    std::shared_ptr<Job> job = std::move(queue.front());
-    queue.pop_front();
-    queued.store(queue.size());
-    return job;
+    for (auto it = queue.begin(); it != queue.end(); ++it) {
+      if ((*it)->call != call) continue;
+      std::shared_ptr<Job> job = std::move(*it);
+      queue.erase(it);
+      queued.store(queue.size());
+      return job;
+    }
+    return nullptr;
   }
 
   void serve() {
@@ -83,8 +101,8 @@ struct Pool {
   }
 };
 
-// The pool is made on first use and never freed (its threads are detached and outlive any
-// static destructor); a forked child drops its parent's, whose threads it does not have.
+// The pool is made on first use and never freed; a forked child drops its parent's, whose
+// threads it does not have.
 std::mutex pool_mutex;
 Pool* pool = nullptr;
 std::atomic<Pool*> current_pool{nullptr};  // `pool`, for waiters to help without pool_mutex
@@ -108,10 +126,17 @@ const int fork_handlers = pthread_atfork(lock_for_fork, unlock_after_fork, reset
 
 }  // namespace
 
+std::uint64_t current_call() { return running_call ? running_call : ++calls; }
+
 bool Job::claim_and_run() {
+  // Set before the claim, by any thread that tries: all of one process share its pid.
+  claimed_by.store(static_cast<int>(getpid()));
   int pending = kPending;
   if (!phase.compare_exchange_strong(pending, kRunning)) return false;
+  const std::uint64_t outer = running_call;
+  running_call = call;
   work();
+  running_call = outer;
   {
     std::lock_guard<std::mutex> lock(mutex);
     phase.store(kDone);
@@ -120,36 +145,36 @@ bool Job::claim_and_run() {
   return true;
 }
 
-void Job::finish() {
-  if (claim_and_run()) return;
-  // While it waits, the caller runs queued work (jobs are a fraction of a millisecond), which
-  // may be what the awaited job is itself waiting for.
+bool Job::finish() {
+  if (claim_and_run()) return true;
+  // While it waits, the thread runs its own call's queued jobs (a fraction of a millisecond
+  // each), which may be what the awaited job is itself waiting for.
   const auto give_up = std::chrono::steady_clock::now() + kSpin;
   while (phase.load() != kDone && std::chrono::steady_clock::now() < give_up) {
     Pool* helped = current_pool.load();
-    if (std::shared_ptr<Job> other = helped ? helped->try_next() : nullptr) {
+    if (std::shared_ptr<Job> other = helped ? helped->try_next(call) : nullptr) {
       other->claim_and_run();
     } else {
       std::this_thread::yield();
     }
   }
+  if (phase.load() != kDone && claimed_by.load() != static_cast<int>(getpid())) return false;
   std::unique_lock<std::mutex> lock(mutex);
   done.wait(lock, [this] { return phase.load() == kDone; });
+  return true;
 }
 
 bool submit(std::shared_ptr<Job> job) {
-  Pool* target;
-  {
-    std::lock_guard<std::mutex> lock(pool_mutex);
-    (void)fork_handlers;
-    if (pool_threads == 0) return false;
-    if (!pool) {
-      pool = new Pool(pool_threads);
-      current_pool.store(pool);
-    }
-    target = pool;
+  // Pushed under pool_mutex: a pool retired meanwhile could have no thread left to serve it.
+  std::lock_guard<std::mutex> lock(pool_mutex);
+  (void)fork_handlers;
+  if (pool_threads == 0) return false;
+  if (!pool) {
+    pool = new Pool(pool_threads);
+    current_pool.store(pool);
   }
-  target->push(std::move(job));
+  if (pool->threads == 0) return false;
+  pool->push(std::move(job));
   return true;
 }
 

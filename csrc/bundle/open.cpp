@@ -3,6 +3,8 @@
 // is checked (the two take about as long), and the parse's result or error is used only once the
 // signature has verified: a payload that is not signed is read by the same strict parser as the
 // bundle around it, and nothing of it gets out.
+#include <pthread.h>
+
 #include <chrono>
 #include <list>
 #include <mutex>
@@ -175,6 +177,11 @@ std::mutex memo_mutex;
 std::list<MemoEntry> memo;  // most recently used first
 std::uint64_t memo_bytes = 0;
 
+// Held across fork(), so that a child never inherits it locked by a thread it does not have.
+void lock_memo() { memo_mutex.lock(); }
+void unlock_memo() { memo_mutex.unlock(); }
+const int memo_fork_handlers = pthread_atfork(lock_memo, unlock_memo, unlock_memo);
+
 }  // namespace
 
 OpenedBundle open_bundle_memoised(std::string_view data, const std::string& source,
@@ -182,6 +189,7 @@ OpenedBundle open_bundle_memoised(std::string_view data, const std::string& sour
   const auto t0 = Clock::now();
   // Empty for a keyless trust: those bundles are never memoised.
   const std::string& identity = TrustAccess::memo_identity(trust);
+  (void)memo_fork_handlers;
   if (!identity.empty()) {
     std::lock_guard<std::mutex> lock(memo_mutex);
     for (auto it = memo.begin(); it != memo.end(); ++it) {

@@ -95,7 +95,16 @@ inline constexpr std::size_t kReusedParserBytes = std::size_t(4) << 20;
 template <class Site>
 class SiteParser {
  public:
-  explicit SiteParser(std::size_t size) : parser_(size <= kReusedParserBytes ? reused() : fresh_) {}
+  // A thread whose reused parser still holds a live document further up its stack (it waits
+  // for a background task and runs another job meanwhile) gets a fresh one.
+  explicit SiteParser(std::size_t size)
+      : parser_(size <= kReusedParserBytes && !busy() ? (busy() = true, reused()) : fresh_),
+        owns_reused_(&parser_ != &fresh_) {}
+  ~SiteParser() {
+    if (owns_reused_) busy() = false;
+  }
+  SiteParser(const SiteParser&) = delete;
+  SiteParser& operator=(const SiteParser&) = delete;
   simdjson::dom::parser& get() { return parser_; }
 
  private:
@@ -103,8 +112,13 @@ class SiteParser {
     thread_local simdjson::dom::parser parser;
     return parser;
   }
+  static bool& busy() {
+    thread_local bool in_use = false;
+    return in_use;
+  }
   simdjson::dom::parser fresh_;  // allocates nothing until it parses
   simdjson::dom::parser& parser_;
+  bool owns_reused_;
 };
 
 // A JSON integer that Python would read as a non-negative int, if it is one.

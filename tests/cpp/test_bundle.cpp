@@ -794,4 +794,52 @@ TEST(Background, ALargeStatementReportsTheErrorAReadingInOrderMeetsFirst) {
   sentry::set_background_threads(3);
 }
 
+TEST(Background, ConcurrentOpensNeverMixTheirStatements) {
+  // One thread opens a signed large statement again and again while two open an unsigned one
+  // of other content: a waiting thread must not run the other call's parse over the
+  // document it still reads (it did once: the signed bundle failed, quoting the other one).
+  const auto unchanged = [](std::size_t, std::string entry) { return entry; };
+  const Signer signer, attacker;
+  const std::string good = signer.sign(large_statement(1000, unchanged));
+  const std::string evil = attacker.sign(large_statement(1500, [](std::size_t, std::string entry) {
+    return replaced(entry, "\"digest\": \"0", "\"digest\": \"f");
+  }));
+  for (int threads : {1, 3}) {
+    sentry::set_background_threads(threads);
+    const sentry::Statement want =
+        sentry::open_bundle_data(good, "good.sig", signer.trust()).statement;
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> others;
+    for (int k = 0; k < 2; ++k) {
+      others.emplace_back([&] {
+        while (!stop) {
+          EXPECT_THROW(sentry::open_bundle_data(evil, "evil.sig", signer.trust()),
+                       VerificationError);
+        }
+      });
+    }
+    int failures = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (std::chrono::steady_clock::now() < deadline && failures < 3) {
+      try {
+        const sentry::Statement st =
+            sentry::open_bundle_data(good, "good.sig", signer.trust()).statement;
+        bool same = st.tensors.size() == want.tensors.size();
+        for (std::size_t i = 0; same && i < st.tensors.size(); ++i) {
+          same = st.tensors[i].name == want.tensors[i].name &&
+                 st.tensors[i].digest == want.tensors[i].digest;
+        }
+        if (!same) ++failures;
+        EXPECT_TRUE(same) << "the signed statement was read with another's entries";
+      } catch (const std::exception& e) {
+        ++failures;
+        ADD_FAILURE() << "the signed bundle failed: " << std::string(e.what()).substr(0, 300);
+      }
+    }
+    stop = true;
+    for (std::thread& t : others) t.join();
+  }
+  sentry::set_background_threads(3);
+}
+
 }  // namespace
